@@ -1,0 +1,303 @@
+"""What the hook's sync and async paths share: settings, calls, response handling and retries.
+
+Both transports (``requests`` in workers, ``aiohttp`` in triggers) send a :class:`Call` and hand
+``(status, headers, body)`` to :func:`read_response`; both retry through the one
+:class:`RetryPolicy`. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from tenacity import RetryCallState
+
+from airflow_provider_kling.exceptions import (
+    KlingAPIError,
+    KlingAuthError,
+    KlingError,
+    KlingRateLimitError,
+    KlingValidationError,
+    error_from_response,
+)
+from airflow_provider_kling.ratelimit import DEFAULT_REQUESTS_PER_MINUTE, RequestBudget, budget_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://toapis.com"
+CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+UPLOAD_READ_TIMEOUT = 60.0
+MAX_RETRY_AFTER = 600.0
+#: Codes given to failures that produced no usable HTTP response.
+TRANSPORT_CODES = frozenset({"connection_error", "timeout", "malformed_response"})
+
+
+class Secret(str):
+    """A string whose ``repr`` never shows its value (the API key)."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a call needs from the Airflow connection.
+
+    :param base_url: scheme, host and optional port, no trailing slash.
+    :param api_key: the bearer key; its ``repr`` is masked.
+    :param read_timeout: read timeout per request, seconds.
+    :param requests_per_minute: client-side budget for this key in this process.
+    """
+
+    base_url: str
+    api_key: Secret = field(repr=False)
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
+    business_id_prefix: str = ""
+
+    @classmethod
+    def from_connection(cls, conn: Any, extras: Mapping[str, Any], conn_id: str) -> ClientSettings:
+        """Read an Airflow connection (host/port/schema/password and the extras).
+
+        :raises KlingValidationError: the host, timeout or budget is malformed (names the field).
+        :raises KlingAuthError: the connection has no API key.
+        """
+        problems = []
+        base_url = ""
+        try:
+            base_url = base_url_from(conn.host, getattr(conn, "port", None), getattr(conn, "schema", None))
+        except ValueError as err:
+            problems.append(f"connection {conn_id} host={conn.host!r}: {err}")
+        numbers = {}
+        for key, default in (
+            ("timeout", DEFAULT_READ_TIMEOUT),
+            ("max_requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE),
+        ):
+            raw = extras.get(key, default)
+            try:
+                value = float(raw)
+                if isinstance(raw, bool) or not 0 < value < 1e9:
+                    raise ValueError
+                numbers[key] = value
+            except (TypeError, ValueError):
+                problems.append(f"connection {conn_id} extra {key}={raw!r}: must be a positive number")
+        prefix = extras.get("business_id_prefix") or ""
+        if not isinstance(prefix, str) or len(prefix) > 16 or not all(c.isalnum() or c in "_-" for c in prefix):
+            problems.append(
+                f"connection {conn_id} extra business_id_prefix={prefix!r}: at most 16 characters "
+                "of A-Z, a-z, 0-9, _ and -"
+            )
+        if problems:
+            raise KlingValidationError(problems)
+        if not conn.password:
+            raise KlingAuthError(f"connection {conn_id} has no API key: set its password to the ToAPIs key")
+        return cls(base_url, Secret(conn.password), numbers["timeout"], numbers["max_requests_per_minute"], prefix)
+
+    @property
+    def budget(self) -> RequestBudget:
+        return budget_for(self.base_url, self.api_key, self.requests_per_minute)
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+
+def base_url_from(host: str | None, port: int | None = None, schema: str | None = None) -> str:
+    """The API base URL for a connection's ``host`` (``https://toapis.com`` when empty).
+
+    A host may carry a scheme and port; without a scheme it means ``https://`` unless ``schema`` is
+    ``http``. A separate ``port`` is appended when the host has none.
+    """
+    text = (host or "").strip()
+    if not text:
+        return DEFAULT_BASE_URL
+    scheme = (schema or "").strip().lower()
+    if scheme and scheme not in ("http", "https"):
+        scheme = ""
+    if "://" not in text:
+        text = f"{scheme or 'https'}://{text}"
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("the base URL must use http:// or https://")
+    if not parts.hostname or any(c.isspace() for c in text) or parts.username or parts.password:
+        raise ValueError("expected a base URL such as https://toapis.com or http://127.0.0.1:8765")
+    try:
+        has_port = parts.port is not None
+    except ValueError:
+        raise ValueError("the port in the base URL is not a number from 1 to 65535") from None
+    netloc = parts.netloc
+    if port and not has_port:
+        netloc = f"{netloc}:{int(port)}"
+    path = parts.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[: -len("/v1")]
+    return f"{parts.scheme.lower()}://{netloc}{path}"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One API call: where it goes and how to read its answer.
+
+    :param what: short name for logs and errors (``create``, ``status``, ...).
+    :param missing_ok: a 404 means "no such task" and returns ``None`` instead of raising.
+    """
+
+    method: str
+    path: str
+    what: str
+    json: Mapping[str, Any] | None = None
+    missing_ok: bool = False
+    upload: tuple[str, bytes, str] | None = None
+
+    @classmethod
+    def status(cls, task_or_business_id: str, missing_ok: bool = False) -> Call:
+        return cls(
+            "GET",
+            f"/v1/videos/generations/{quote(task_or_business_id, safe='')}",
+            "status",
+            missing_ok=missing_ok,
+        )
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds, from delta-seconds or an HTTP date; ``None`` when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def read_response(call: Call, status: int, headers: Mapping[str, str], body: bytes, budget: RequestBudget) -> Any:
+    """The decoded JSON of a successful response, or the typed error of a failed one.
+
+    A 429/503 ``Retry-After`` pauses every caller on the key. A 404 of a ``missing_ok`` call
+    returns ``None``. A 2xx whose body is not JSON raises a retryable ``malformed_response``.
+    """
+    if 200 <= status < 300:
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise KlingAPIError(
+                f"{call.what} returned a malformed body ({status}, {len(body)} bytes)",
+                status=status,
+                code="malformed_response",
+            ) from None
+    if status == 404 and call.missing_ok:
+        return None
+    retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
+    if retry_after is not None:
+        budget.pause(retry_after)
+    return _raise(error_from_response(status, body, retry_after=retry_after, what=call.what))
+
+
+def _raise(err: KlingError) -> Any:
+    raise err
+
+
+def is_throttle(err: BaseException) -> bool:
+    """429, or 503 (the submit limiter is down): waited out until the deadline."""
+    return isinstance(err, KlingRateLimitError) or (isinstance(err, KlingAPIError) and err.status == 503)
+
+
+def is_transient(err: BaseException) -> bool:
+    """Other 5xx, connection errors, timeouts and malformed bodies: retried a bounded number of times."""
+    if not isinstance(err, KlingAPIError) or is_throttle(err):
+        return False
+    return (
+        (err.status is not None and err.status >= 500)
+        or (err.status is None and err.code in TRANSPORT_CODES)
+        or err.code == "malformed_response"
+    )
+
+
+@dataclass
+class RetryPolicy:
+    """When to try a call again, shared by the sync and async paths (tenacity).
+
+    Throttles (429/503) are waited out, honouring ``Retry-After`` or else exponential backoff with
+    jitter, for as long as the deadline allows. Transient errors are retried ``transient_attempts``
+    times in all. Anything else (400, 401, 402, 404, 422) is raised at once.
+
+    :param deadline: wall-clock epoch seconds after which no wait is started; ``None`` = no deadline.
+    :param transient_attempts: attempts in all for transient errors (1 = no retry).
+    :param throttle_retries: whether 429/503 are waited out at all (``False`` = one attempt).
+    """
+
+    deadline: float | None = None
+    transient_attempts: int = 4
+    throttle_retries: bool = True
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+
+    @classmethod
+    def single_attempt(cls) -> RetryPolicy:
+        """One attempt, no waiting (the sensor's check before it defers)."""
+        return cls(transient_attempts=1, throttle_retries=False)
+
+    def _backoff(self, failures: int) -> float:
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, failures - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    def tenacity_kwargs(self) -> dict[str, Any]:
+        """``retry``/``stop``/``wait`` for one call: use with ``Retrying`` or ``AsyncRetrying``."""
+        counts = {"transient": 0, "throttles": 0}
+        state = {"wait": 0.0}
+
+        def retry(rs: RetryCallState) -> bool:
+            err = rs.outcome.exception() if rs.outcome else None
+            if err is None:
+                return False
+            if is_throttle(err):
+                counts["throttles"] += 1
+                hint = getattr(err, "retry_after", None)
+                state["wait"] = hint if hint is not None else self._backoff(counts["throttles"])
+                return self.throttle_retries
+            if is_transient(err):
+                counts["transient"] += 1
+                state["wait"] = self._backoff(counts["transient"])
+                return counts["transient"] < self.transient_attempts
+            return False
+
+        def stop(rs: RetryCallState) -> bool:
+            if self.deadline is None:
+                return False
+            return time.time() + float(state["wait"]) > self.deadline
+
+        def wait(rs: RetryCallState) -> float:
+            seconds = float(state["wait"])
+            err = rs.outcome.exception() if rs.outcome else None
+            log.warning("Kling %s; retrying in %.1f s", err, seconds)
+            return seconds
+
+        return {"retry": retry, "stop": stop, "wait": wait, "reraise": True}
+
+
+def transport_error(what: str, err: BaseException) -> KlingAPIError:
+    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL)."""
+    timed_out = "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
+    code = "timeout" if timed_out else "connection_error"
+    kind = "timed out" if timed_out else f"connection failed ({type(err).__name__})"
+    return KlingAPIError(f"{what} {kind}", code=code)

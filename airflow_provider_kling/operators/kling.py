@@ -1,0 +1,269 @@
+"""Operators that submit Kling video generations (and wait for them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+
+from airflow_provider_kling.api import RetryPolicy
+from airflow_provider_kling.events import WaitState, jittered, result_from_event
+from airflow_provider_kling.exceptions import KlingError, KlingValidationError
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.idempotency import Submission, base_business_id, submit_once
+from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.models import KlingVideoRequest, collect_problems
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: Request keyword arguments shared by both operators (all templated).
+REQUEST_FIELDS = (
+    "prompt",
+    "mode",
+    "duration",
+    "aspect_ratio",
+    "image_urls",
+    "audio",
+    "negative_prompt",
+    "watermark",
+    "extra_body",
+)
+DEFAULT_TIMEOUT = 900.0
+MIN_POLL_INTERVAL = 1.0
+#: Extra time the scheduler allows a deferral beyond the trigger's own deadline, so the trigger's
+#: readable timeout event normally arrives first.
+DEFER_GRACE_SECONDS = 60.0
+
+
+def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
+    """A duration given as seconds or a ``timedelta``, checked at DAG parse."""
+    number = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > minimum or number != number:
+        raise KlingValidationError(f"{name}={value!r}: must be a number of seconds (or a timedelta) > {minimum:g}")
+    return float(number)
+
+
+def check_interval(name: str, value: float) -> float:
+    """A poll interval in seconds: at least 1 s."""
+    return seconds(name, value, MIN_POLL_INTERVAL - 1e-9)
+
+
+class KlingRequestMixin:
+    """Request keyword arguments, checked at DAG parse (literal values) and again after rendering."""
+
+    prompt: str
+    kling_conn_id: str
+    model: str
+
+    def _init_request(
+        self, *, kling_conn_id: str, model: str, submit_timeout: float | timedelta, **fields: Any
+    ) -> None:
+        self.kling_conn_id = kling_conn_id
+        self.model = model
+        self.submit_timeout = seconds("submit_timeout", submit_timeout)
+        for name in REQUEST_FIELDS:
+            setattr(self, name, fields[name])
+        problems = collect_problems(self._request_fields(), skip_jinja=True)
+        if problems:
+            raise KlingValidationError(problems)
+
+    def _request_fields(self) -> dict[str, Any]:
+        return {"model": self.model, **{name: getattr(self, name) for name in REQUEST_FIELDS}}
+
+    def build_request(self) -> KlingVideoRequest:
+        """The validated request from the rendered fields (raises before any HTTP call)."""
+        return KlingVideoRequest.from_kwargs(**self._request_fields())
+
+    def submit(self, context: Context, hook: KlingHook) -> Submission:
+        """Validate, then adopt or submit this task instance's generation; push its ids to XCom."""
+        request = self.build_request()
+        ti = context["ti"]
+        base_id = base_business_id(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            -1 if ti.map_index is None else ti.map_index,
+            hook.settings.business_id_prefix,
+        )
+        policy = RetryPolicy(deadline=time.time() + self.submit_timeout)
+        submission = submit_once(hook, request, base_id, ti.try_number, policy=policy)
+        ti.xcom_push(key="kling_task_id", value=submission.task.id)
+        ti.xcom_push(key="client_business_id", value=submission.client_business_id)
+        return submission
+
+
+class KlingSubmitOperator(KlingRequestMixin, BaseOperator):
+    """Submit one Kling v3 generation and return its task id.
+
+    The submit is idempotent per task instance: a retry resumes the generation it already started
+    (looked up by ``client_business_id``) and pays again only after a retryable failure. XCom:
+    ``return_value`` and ``kling_task_id`` hold the task id, ``client_business_id`` its id.
+
+    :param prompt: what to generate (1-2500 characters).
+    :param mode: ``std`` (720P) or ``pro`` (1080P).
+    :param duration: 5, 10 or 15 seconds (15 only without images).
+    :param aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+    :param image_urls: 0-2 public http(s) URLs: one = first frame, two = first + last frame.
+    :param audio: generate sound (billed as "Sound").
+    :param negative_prompt: what to avoid (``metadata.negative_prompt``).
+    :param watermark: ``metadata.watermark``.
+    :param extra_body: extra API fields merged into the request body.
+    :param model: ``kling-v3``.
+    :param kling_conn_id: the Airflow connection id.
+    :param submit_timeout: how long the submit may wait out 429/503 (seconds or timedelta; 15 min).
+    """
+
+    template_fields: Sequence[str] = REQUEST_FIELDS
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        mode: str = "std",
+        duration: int | str = 5,
+        aspect_ratio: str = "16:9",
+        image_urls: list[str] | tuple[str, ...] | None = None,
+        audio: bool | str = False,
+        negative_prompt: str | None = None,
+        watermark: bool | str | None = None,
+        extra_body: dict[str, Any] | None = None,
+        model: str = "kling-v3",
+        kling_conn_id: str = KlingHook.default_conn_name,
+        submit_timeout: float | timedelta = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_request(
+            prompt=prompt,
+            mode=mode,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            image_urls=image_urls,
+            audio=audio,
+            negative_prompt=negative_prompt,
+            watermark=watermark,
+            extra_body=extra_body,
+            model=model,
+            kling_conn_id=kling_conn_id,
+            submit_timeout=submit_timeout,
+        )
+
+    def execute(self, context: Context) -> str:
+        hook = KlingHook(self.kling_conn_id)
+        try:
+            return self.submit(context, hook).task.id
+        finally:
+            hook.close()
+
+
+class KlingGenerateVideoOperator(KlingRequestMixin, BaseOperator):
+    """Submit a Kling v3 generation and wait for the video, in one task.
+
+    Pushes ``kling_task_id`` and ``client_business_id`` to XCom before it waits. With
+    ``deferrable=True`` the wait runs on the triggerer and holds no worker slot. Returns the result
+    dict (``id``, ``status``, ``video_url``, ``expires_at``, ``model``, ``client_business_id``,
+    ``created_at``, ``completed_at``, ...). A failed generation is retryable: the retry makes one
+    new generation; a content-policy rejection is not retried.
+
+    Takes the request arguments of :class:`KlingSubmitOperator`, plus:
+
+    :param poll_interval: seconds between status polls (>= 1; default 10).
+    :param timeout: how long to wait for the video (seconds or timedelta; default 900).
+    :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
+    """
+
+    template_fields: Sequence[str] = REQUEST_FIELDS
+    operator_extra_links = (KlingVideoLink(),)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        mode: str = "std",
+        duration: int | str = 5,
+        aspect_ratio: str = "16:9",
+        image_urls: list[str] | tuple[str, ...] | None = None,
+        audio: bool | str = False,
+        negative_prompt: str | None = None,
+        watermark: bool | str | None = None,
+        extra_body: dict[str, Any] | None = None,
+        model: str = "kling-v3",
+        kling_conn_id: str = KlingHook.default_conn_name,
+        submit_timeout: float | timedelta = DEFAULT_TIMEOUT,
+        poll_interval: float = 10.0,
+        timeout: float | timedelta = DEFAULT_TIMEOUT,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._init_request(
+            prompt=prompt,
+            mode=mode,
+            duration=duration,
+            aspect_ratio=aspect_ratio,
+            image_urls=image_urls,
+            audio=audio,
+            negative_prompt=negative_prompt,
+            watermark=watermark,
+            extra_body=extra_body,
+            model=model,
+            kling_conn_id=kling_conn_id,
+            submit_timeout=submit_timeout,
+        )
+        self.poll_interval = check_interval("poll_interval", poll_interval)
+        self.timeout_seconds = seconds("timeout", timeout)
+        self.deferrable = deferrable
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        hook = KlingHook(self.kling_conn_id)
+        try:
+            submission = self.submit(context, hook)
+            task = submission.task
+            state = WaitState(task.id, submission.client_business_id, time.time() + self.timeout_seconds)
+            event = state.on_task(task)
+            if event is None and self.deferrable:
+                from airflow_provider_kling.triggers.kling import KlingVideoTrigger
+
+                self.defer(
+                    trigger=KlingVideoTrigger(
+                        task.id, self.kling_conn_id, self.poll_interval, state.end_time, submission.client_business_id
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.timeout_seconds + DEFER_GRACE_SECONDS),
+                )
+            if event is None:
+                event = wait_blocking(hook, state, self.poll_interval)
+        finally:
+            hook.close()
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Turn the trigger's event into the result, or raise the matching Kling error."""
+        result = result_from_event(event, can_regenerate=True)
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=result["video_url"])
+        return result
+
+    def on_kill(self) -> None:
+        self.log.warning("Stopped waiting. Kling has no cancel endpoint: the generation continues and is billed.")
+
+
+def wait_blocking(hook: KlingHook, state: WaitState, poll_interval: float) -> dict[str, Any]:
+    """Wait in this process (``deferrable=False``) with the sync hook; same decisions as the trigger."""
+    policy = RetryPolicy(deadline=state.end_time, transient_attempts=3)
+    while True:
+        remaining = state.remaining()
+        if remaining <= 0:
+            return state.timeout_event()
+        time.sleep(min(jittered(poll_interval), remaining))
+        try:
+            event = state.on_task(hook.get_task(state.kling_task_id, policy=policy, missing_ok=True))
+        except KlingError as err:
+            event = state.on_error(err)
+        if event is not None:
+            return event

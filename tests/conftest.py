@@ -1,0 +1,70 @@
+"""Test set-up: an isolated Airflow home and the local simulator, before anything imports airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+AIRFLOW_HOME = tempfile.mkdtemp(prefix="kling-test-airflow-")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": AIRFLOW_HOME,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "example_dags"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{AIRFLOW_HOME}/airflow.db",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+)
+for name in list(os.environ):
+    if name.startswith("AIRFLOW_CONN_"):
+        del os.environ[name]
+
+import pytest  # noqa: E402
+
+from airflow_provider_kling.ratelimit import reset_budgets  # noqa: E402
+try:
+    from airflow_provider_kling.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
+except ImportError:  # pragma: no cover
+    pass
+
+#: A key that is easy to find in any output it must never reach.
+TEST_API_KEY = "sk-kling-test-SECRET-4f1d9c2b7a"
+
+
+def connection_uri(base_url: str, key: str = TEST_API_KEY, **extra: object) -> str:
+    return json.dumps({"conn_type": "kling", "host": base_url, "password": key, "extra": extra})
+
+
+@pytest.fixture(scope="session")
+def simulator():
+    """The local ToAPIs simulator on a free loopback port (fast timings)."""
+    server = SimulatorServer(SimulatorConfig(queued_seconds=0.3, total_seconds=1.5), port=0)
+    server.start()
+    os.environ["AIRFLOW_CONN_KLING_DEFAULT"] = connection_uri(server.base_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sim(simulator, monkeypatch):
+    """The simulator, reset before the test, with ``kling_default`` pointing at it."""
+    simulator.reset()
+    simulator.set_config(queued_seconds=0.3, total_seconds=1.5)
+    reset_budgets()
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(simulator.base_url))
+    return simulator
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """The Airflow metadata database, created once per session."""
+    from airflow.utils.db import initdb
+
+    initdb()
+    yield
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)

@@ -1,0 +1,95 @@
+"""The async path: one shared aiohttp session per event loop, refcounted, same retries as sync."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import pytest
+
+from airflow_provider_kling.api import RetryPolicy
+from airflow_provider_kling.exceptions import KlingAPIError
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
+from airflow_provider_kling.sessions import CONNECTION_LIMIT, session_stats
+
+
+def submit(prompt="a fox in snow", business_id="kl_async"):
+    hook = KlingHook()
+    try:
+        return hook.submit_video(KlingVideoRequest.from_kwargs(prompt=prompt), business_id)
+    finally:
+        hook.close()
+
+
+async def test_concurrent_borrowers_share_one_session_and_last_closes_it(sim):
+    task = submit()
+    seen = set()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    entered = 0
+
+    async def borrower():
+        nonlocal entered
+        async with KlingHook() as hook:
+            seen.add(id(hook._session))
+            entered += 1
+            if entered == 200:
+                inside.set()
+            await release.wait()
+            found = await hook.aget_task(task.id)
+            assert found.id == task.id
+
+    tasks = [asyncio.create_task(borrower()) for _ in range(200)]
+    await asyncio.wait_for(inside.wait(), 10)
+    assert session_stats() == {"sessions": 1, "borrowers": 200}
+    release.set()
+    await asyncio.gather(*tasks)
+    assert len(seen) == 1
+    assert session_stats() == {"sessions": 0, "borrowers": 0}
+    assert 1 <= sim.stats()["max_concurrent_connections"] <= CONNECTION_LIMIT
+
+
+async def test_a_new_session_after_the_last_borrower_left(sim):
+    async with KlingHook() as first:
+        session = first._session
+    assert session.closed
+    async with KlingHook() as second:
+        assert second._session is not session and not second._session.closed
+
+
+async def test_async_get_task_parses_and_retries_like_sync(sim):
+    task = submit(business_id="kl_async_retry")
+    sim.add_fault(fault="server_error", endpoint="status", count=1)
+    sim.add_fault(fault="rate_limit", endpoint="status", count=1, retry_after=1)
+    async with KlingHook() as hook:
+        found = await hook.aget_task("kl_async_retry", policy=RetryPolicy(backoff_base=0.05))
+        assert found.id == task.id and found.status in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS)
+        assert await hook.aget_task("kl_missing", missing_ok=True) is None
+        sim.add_fault(fault="malformed", endpoint="status", count=-1)
+        with pytest.raises(KlingAPIError, match="malformed"):
+            await hook.aget_task(task.id, policy=RetryPolicy(transient_attempts=2, backoff_base=0.01))
+    assert sim.stats()["requests"]["status"] >= 5
+
+
+async def test_no_unclosed_session_warnings(sim):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with KlingHook() as hook:
+            await hook.aget_task("kl_nothing", missing_ok=True)
+        gc.collect()
+    assert not [w for w in caught if "Unclosed" in str(w.message)]
+
+
+def test_sessions_are_per_loop(sim):
+    sessions = []
+
+    async def use():
+        async with KlingHook() as hook:
+            sessions.append(hook._session)
+            await hook.aget_task("kl_x", missing_ok=True)
+
+    asyncio.run(use())
+    asyncio.run(use())
+    assert sessions[0] is not sessions[1] and all(s.closed for s in sessions)
