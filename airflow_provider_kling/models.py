@@ -590,14 +590,33 @@ class KlingTask:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> KlingTask:
-        """Inverse of :meth:`to_dict`."""
-        values: dict[str, Any] = {k: data.get(k) for k in cls.__dataclass_fields__ if k in data}
-        values["status"] = normalise_status(data.get("status")) or TaskStatus.IN_PROGRESS
-        for key in ("created_at", "completed_at", "expires_at"):
-            values[key] = parse_timestamp(data.get(key))
-        values.setdefault("video_format", "mp4")
-        return cls(**values)
+    def from_dict(cls, data: Any) -> KlingTask:
+        """Inverse of :meth:`to_dict` (e.g. the task inside a trigger event), checked field by field.
+
+        :raises KlingAPIError: ``data`` is not a task dict.
+        """
+        if not isinstance(data, Mapping) or not isinstance(data.get("id"), str) or not data["id"]:
+            raise KlingAPIError(f"malformed task: {data!r:.100}", code="invalid_event")
+
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return value if isinstance(value, str) else None
+
+        return cls(
+            id=data["id"],
+            status=normalise_status(data.get("status")) or TaskStatus.IN_PROGRESS,
+            raw_status=text("raw_status"),
+            progress=parse_progress(data.get("progress")),
+            model=text("model"),
+            client_business_id=text("client_business_id"),
+            created_at=parse_timestamp(data.get("created_at")),
+            completed_at=parse_timestamp(data.get("completed_at")),
+            expires_at=parse_timestamp(data.get("expires_at")),
+            video_url=text("video_url"),
+            video_format=text("video_format") or "mp4",
+            error_code=text("error_code"),
+            error_message=text("error_message"),
+        )
 
     def to_result(self, client_business_id: str | None = None) -> dict[str, Any]:
         """The result dict that the sensor and the generate operator return (XCom)."""

@@ -68,3 +68,60 @@ def airflow_db():
     initdb()
     yield
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+def _sync_to_db(dag) -> None:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+class DagRunner:
+    """Runs a DAG through ``dag.test()`` (real Airflow, triggers inline) and reads what it left."""
+
+    def run(self, dag, **kwargs):
+        _sync_to_db(dag)
+        return dag.test(**kwargs)
+
+    def states(self, run) -> dict[str, str]:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            rows = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
+            return {
+                (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state.value if ti.state else None)
+                for ti in rows
+            }
+
+    def tries(self, run, task_id: str) -> int:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            return session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id).one().try_number
+
+    def xcom(self, run, task_id: str, key: str = "return_value", map_index: int = -1):
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            row = (
+                session.query(XComModel)
+                .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key, map_index=map_index)
+                .one_or_none()
+            )
+            if row is None:
+                return None
+            return json.loads(row.value) if isinstance(row.value, (str, bytes)) else row.value
+
+
+@pytest.fixture
+def dags(airflow_db, sim, monkeypatch) -> DagRunner:
+    """Run DAGs through real Airflow (``dag.test()``) against a fresh simulator."""
+    monkeypatch.setenv("KLING_EXAMPLE_POLL_INTERVAL", "1")
+    return DagRunner()
