@@ -20,7 +20,7 @@ RUN := $(UV) run --frozen
 env: .venv/.synced
 
 demo: env
-	$(RUN) python -m example_dags.demo
+	$(RUN) python example_dags/demo.py
 
 lint: env
 	$(RUN) ruff check .

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
 if TYPE_CHECKING:
-    from airflow.sdk.types import TaskInstanceKey
     from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
 
 #: XCom key holding the video URL once the generation completed.
 VIDEO_URL_XCOM_KEY = "kling_video_url"

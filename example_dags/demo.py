@@ -63,8 +63,10 @@ def main() -> int:
         head = video.read_bytes()[:8] if video.exists() else b""
         print(f"Kling task id: {result['id']}")
         print(f"Video URL:     {result['video_url']} (expires {result['expires_at']})")
-        print(f"Saved MP4:     {video.relative_to(REPO)} ({video.stat().st_size if video.exists() else 0} bytes, "
-              f"ftyp box: {head[4:8] == b'ftyp'})")
+        print(
+            f"Saved MP4:     {video.relative_to(REPO)} ({video.stat().st_size if video.exists() else 0} bytes, "
+            f"ftyp box: {head[4:8] == b'ftyp'})"
+        )
         print(f"Generations paid on the simulator: {sim.stats()['tasks_created']}; took {time.time() - started:.1f} s")
         return 0 if str(state).endswith("success") and head[4:8] == b"ftyp" else 1
 
@@ -74,9 +76,12 @@ def _xcom(run, task_id: str):
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.query(XComModel).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id,
-                                                 key="return_value").one_or_none()
-        return None if row is None else (json.loads(row.value) if isinstance(row.value, str) else row.value)
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key="return_value")
+            .one_or_none()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
 
 
 if __name__ == "__main__":

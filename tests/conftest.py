@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="kling-test-airflow-")
+atexit.register(shutil.rmtree, AIRFLOW_HOME, True)
 os.environ.update(
     {
         "AIRFLOW_HOME": AIRFLOW_HOME,
@@ -27,10 +29,7 @@ for name in list(os.environ):
 import pytest  # noqa: E402
 
 from airflow_provider_kling.ratelimit import reset_budgets  # noqa: E402
-try:
-    from airflow_provider_kling.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
-except ImportError:  # pragma: no cover
-    pass
+from airflow_provider_kling.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
 
 #: A key that is easy to find in any output it must never reach.
 TEST_API_KEY = "sk-kling-test-SECRET-4f1d9c2b7a"
@@ -54,7 +53,7 @@ def simulator():
 def sim(simulator, monkeypatch):
     """The simulator, reset before the test, with ``kling_default`` pointing at it."""
     simulator.reset()
-    simulator.set_config(queued_seconds=0.3, total_seconds=1.5)
+    simulator.set_config(queued_seconds=0.3, total_seconds=1.5, api_keys=None)
     reset_budgets()
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(simulator.base_url))
     return simulator
@@ -66,8 +65,6 @@ def airflow_db():
     from airflow.utils.db import initdb
 
     initdb()
-    yield
-    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 def _sync_to_db(dag) -> None:
@@ -94,7 +91,9 @@ class DagRunner:
         with create_session() as session:
             rows = session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id).all()
             return {
-                (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state.value if ti.state else None)
+                (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(
+                    getattr(ti.state, "value", ti.state)
+                )
                 for ti in rows
             }
 
@@ -103,7 +102,12 @@ class DagRunner:
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            return session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id).one().try_number
+            return (
+                session.query(TaskInstance)
+                .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id)
+                .one()
+                .try_number
+            )
 
     def xcom(self, run, task_id: str, key: str = "return_value", map_index: int = -1):
         from airflow.models.xcom import XComModel
@@ -115,9 +119,7 @@ class DagRunner:
                 .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=task_id, key=key, map_index=map_index)
                 .one_or_none()
             )
-            if row is None:
-                return None
-            return json.loads(row.value) if isinstance(row.value, (str, bytes)) else row.value
+            return None if row is None else XComModel.deserialize_value(row)
 
 
 @pytest.fixture

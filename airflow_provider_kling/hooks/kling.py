@@ -262,8 +262,13 @@ class KlingHook(BaseHook):
         try:
             with self._http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, settings.read_timeout)) as response:
                 if response.status_code != 200:
-                    read_response(Call("GET", url, "download"), response.status_code, response.headers,
-                                  response.content[:2048], settings.budget)
+                    read_response(
+                        Call("GET", url, "download"),
+                        response.status_code,
+                        response.headers,
+                        response.content[:2048],
+                        settings.budget,
+                    )
                 expected = response.headers.get("Content-Length")
                 fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
                 written = 0
@@ -273,8 +278,10 @@ class KlingHook(BaseHook):
                             out.write(chunk)
                             written += len(chunk)
                     if expected is not None and int(expected) != written:
-                        raise KlingAPIError(f"download truncated: {written} of {expected} bytes",
-                                            code="connection_error")
+                        raise KlingAPIError(
+                            f"download truncated: {written} of {expected} bytes", code="connection_error"
+                        )
+                    os.chmod(tmp, 0o644)
                     os.replace(tmp, target)
                 finally:
                     if os.path.exists(tmp):
@@ -308,8 +315,12 @@ class KlingHook(BaseHook):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=settings.read_timeout)
         try:
             async with self._session.request(
-                call.method, settings.url(call.path), json=call.json, headers=settings.auth_headers,
-                timeout=timeout, allow_redirects=False,
+                call.method,
+                settings.url(call.path),
+                json=call.json,
+                headers=settings.auth_headers,
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 return response.status, response.headers, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:

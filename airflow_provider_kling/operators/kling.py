@@ -228,6 +228,8 @@ class KlingGenerateVideoOperator(KlingRequestMixin, BaseOperator):
             state = WaitState(task.id, submission.client_business_id, time.time() + self.timeout_seconds)
             event = state.on_task(task)
             if event is None and self.deferrable:
+                # The link reads this key while the task is deferred; it fills in on success.
+                context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
                 from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
                 self.defer(

@@ -93,6 +93,8 @@ class KlingVideoSensor(BaseSensorOperator):
             hook.close()
         if event is not None:
             return self.execute_complete(context, event)
+        # The link reads this key while the task is deferred; it fills in on success.
+        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
         from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
         self.defer(

@@ -227,10 +227,13 @@ def test_key_never_in_logs_reprs_or_errors(sim, hook, caplog):
     task = hook.submit_video(req(), "kl_secret")
     hook.get_task(task.id, policy=RetryPolicy(backoff_base=0.01))
     errors = []
-    for call in (lambda: hook.get_task("kl_none"), lambda: hook.submit_video(req(prompt="x [sim:content_policy_422]"), "kl_p")):
+    for call in (
+        lambda: hook.get_task("kl_none"),
+        lambda: hook.submit_video(req(prompt="x [sim:content_policy_422]"), "kl_p"),
+    ):
         try:
             call()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             errors.append(f"{err!r} {err}")
     text = caplog.text + repr(hook) + repr(hook.settings) + " ".join(errors)
     assert TEST_API_KEY not in text

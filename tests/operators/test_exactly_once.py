@@ -23,9 +23,7 @@ class CrashAfterSubmitMixin:
     """Fault injection: on the listed tries the worker dies after the generation was paid for and
     before anything reached XCom (the submit itself is the real one, against the simulator)."""
 
-    def __init__(self, *, crash_on_tries=(1,), **kwargs):
-        super().__init__(**kwargs)
-        self.crash_on_tries = crash_on_tries
+    crash_on_tries: tuple[int, ...] = (1,)
 
     def submit(self, context, hook):
         ti = context["ti"]
@@ -40,8 +38,8 @@ class CrashAfterSubmit(CrashAfterSubmitMixin, KlingSubmitOperator):
     pass
 
 
-class CrashAfterGenerate(CrashAfterSubmitMixin, KlingGenerateVideoOperator):
-    pass
+class CrashAfterRegeneration(CrashAfterSubmitMixin, KlingGenerateVideoOperator):
+    crash_on_tries = (2,)
 
 
 def dag_with(op_factory, dag_id):
@@ -76,8 +74,15 @@ def test_crash_between_submit_and_xcom_push_resumes(dags, sim):
 
 def test_retryable_failure_makes_exactly_one_new_generation(dags, sim):
     dag = dag_with(
-        lambda: KlingGenerateVideoOperator(task_id="gen", prompt="p [sim:fail_first=1]", poll_interval=1, timeout=60,
-                                           deferrable=True, retries=2, **FAST),
+        lambda: KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="p [sim:fail_first=1]",
+            poll_interval=1,
+            timeout=60,
+            deferrable=True,
+            retries=2,
+            **FAST,
+        ),
         "x_regen",
     )
     run = dags.run(dag)
@@ -91,8 +96,15 @@ def test_crash_after_regeneration_never_pays_a_third_time(dags, sim):
     # Try 1: generation fails (retryable). Try 2: regenerates under _r2, then the worker dies.
     # Try 3: adopts _r2 and waits for it. Two generations in all, never three.
     dag = dag_with(
-        lambda: CrashAfterGenerate(task_id="gen", prompt="p [sim:fail_first=1]", crash_on_tries=(2,), poll_interval=1,
-                                   timeout=60, deferrable=True, retries=3, **FAST),
+        lambda: CrashAfterRegeneration(
+            task_id="gen",
+            prompt="p [sim:fail_first=1]",
+            poll_interval=1,
+            timeout=60,
+            deferrable=True,
+            retries=3,
+            **FAST,
+        ),
         "x_regen_crash",
     )
     run = dags.run(dag)

@@ -24,8 +24,13 @@ def make_dag(dag_id: str) -> DAG:
 def test_submit_then_deferrable_sensor(dags, sim):
     with make_dag("t_submit_sensor") as dag:
         submit = KlingSubmitOperator(task_id="submit", prompt="a lighthouse in a storm", duration="10")
-        wait = KlingVideoSensor(task_id="wait", kling_task_id="{{ ti.xcom_pull(task_ids='submit') }}",
-                                poke_interval=1, timeout=60, deferrable=True)
+        wait = KlingVideoSensor(
+            task_id="wait",
+            kling_task_id="{{ ti.xcom_pull(task_ids='submit') }}",
+            poke_interval=1,
+            timeout=60,
+            deferrable=True,
+        )
         submit >> wait
     run = dags.run(dag)
     assert dags.states(run) == {"submit": "success", "wait": "success"}
@@ -55,21 +60,30 @@ def test_sensor_in_poke_mode(dags, sim):
 @pytest.mark.parametrize("deferrable", [True, False])
 def test_generate_operator(dags, sim, deferrable):
     with make_dag(f"t_generate_{deferrable}") as dag:
-        KlingGenerateVideoOperator(task_id="gen", prompt="a red kite", mode="pro", audio=True, poll_interval=1,
-                                   timeout=60, deferrable=deferrable)
+        KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="a red kite",
+            mode="pro",
+            audio=True,
+            poll_interval=1,
+            timeout=60,
+            deferrable=deferrable,
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "success"}
     result = dags.xcom(run, "gen")
     assert result["status"] == "completed" and result["video_url"]
     assert dags.xcom(run, "gen", "kling_task_id") == result["id"]
-    body = [r for r in sim.requests() if r["method"] == "POST" and r["path"] == "/v1/videos/generations"][0]["body"]
+    body = next(r for r in sim.requests() if r["method"] == "POST" and r["path"] == "/v1/videos/generations")["body"]
     assert (body["mode"], body["audio"], body["duration"]) == ("pro", True, 5)
     assert sim.stats()["tasks_created"] == 1
 
 
 def test_templated_values_validated_after_render_before_any_request(dags, sim):
     with make_dag("t_bad_render") as dag:
-        KlingSubmitOperator(task_id="submit", prompt="ok", duration="{{ params.d }}", params={"d": 7}, retries=2, **FAST)
+        KlingSubmitOperator(
+            task_id="submit", prompt="ok", duration="{{ params.d }}", params={"d": 7}, retries=2, **FAST
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"submit": "failed"}
     assert dags.tries(run, "submit") == 1  # KlingValidationError is never retried
@@ -78,8 +92,9 @@ def test_templated_values_validated_after_render_before_any_request(dags, sim):
 
 def test_rendered_duration_string_is_sent_as_int(dags, sim):
     with make_dag("t_good_render") as dag:
-        KlingSubmitOperator(task_id="submit", prompt="{{ params.p }}", duration="{{ params.d }}",
-                            params={"d": 10, "p": "a cat"})
+        KlingSubmitOperator(
+            task_id="submit", prompt="{{ params.p }}", duration="{{ params.d }}", params={"d": 10, "p": "a cat"}
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"submit": "success"}
     body = sim.requests()[-1]["body"]
@@ -88,8 +103,15 @@ def test_rendered_duration_string_is_sent_as_int(dags, sim):
 
 def test_content_policy_fails_without_retry(dags, sim):
     with make_dag("t_policy") as dag:
-        KlingGenerateVideoOperator(task_id="gen", prompt="x [sim:content_policy]", poll_interval=1, timeout=60,
-                                   deferrable=True, retries=3, **FAST)
+        KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="x [sim:content_policy]",
+            poll_interval=1,
+            timeout=60,
+            deferrable=True,
+            retries=3,
+            **FAST,
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "failed"}
     assert dags.tries(run, "gen") == 1
@@ -98,8 +120,15 @@ def test_content_policy_fails_without_retry(dags, sim):
 
 def test_policy_message_with_generic_code_is_not_retried(dags, sim):
     with make_dag("t_policy_msg") as dag:
-        KlingGenerateVideoOperator(task_id="gen", prompt="x [sim:policy_message]", poll_interval=1, timeout=60,
-                                   deferrable=True, retries=3, **FAST)
+        KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="x [sim:policy_message]",
+            poll_interval=1,
+            timeout=60,
+            deferrable=True,
+            retries=3,
+            **FAST,
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "failed"} and dags.tries(run, "gen") == 1
     assert sim.stats()["tasks_created"] == 1
@@ -108,8 +137,15 @@ def test_policy_message_with_generic_code_is_not_retried(dags, sim):
 def test_sensor_never_retries_a_failed_generation(dags, sim):
     with make_dag("t_sensor_failed") as dag:
         submit = KlingSubmitOperator(task_id="submit", prompt="x [sim:generation_failed]")
-        wait = KlingVideoSensor(task_id="wait", kling_task_id="{{ ti.xcom_pull(task_ids='submit') }}",
-                                poke_interval=1, timeout=60, deferrable=True, retries=3, **FAST)
+        wait = KlingVideoSensor(
+            task_id="wait",
+            kling_task_id="{{ ti.xcom_pull(task_ids='submit') }}",
+            poke_interval=1,
+            timeout=60,
+            deferrable=True,
+            retries=3,
+            **FAST,
+        )
         submit >> wait
     run = dags.run(dag)
     assert dags.states(run) == {"submit": "success", "wait": "failed"}
@@ -119,8 +155,9 @@ def test_sensor_never_retries_a_failed_generation(dags, sim):
 
 def test_timeout_is_retryable_and_bounded(dags, sim):
     with make_dag("t_timeout") as dag:
-        KlingGenerateVideoOperator(task_id="gen", prompt="x [sim:never_finish]", poll_interval=1, timeout=2,
-                                   deferrable=True, retries=1, **FAST)
+        KlingGenerateVideoOperator(
+            task_id="gen", prompt="x [sim:never_finish]", poll_interval=1, timeout=2, deferrable=True, retries=1, **FAST
+        )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "failed"}
     assert dags.tries(run, "gen") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -61,7 +62,8 @@ async def test_exactly_one_event(sim):
 
 
 @pytest.mark.parametrize(
-    ("marker", "code"), [("[sim:content_policy]", "content_policy_violation"), ("[sim:generation_failed]", "generation_failed")]
+    ("marker", "code"),
+    [("[sim:content_policy]", "content_policy_violation"), ("[sim:generation_failed]", "generation_failed")],
 )
 async def test_failed_event(sim, marker, code):
     task = submit(prompt=f"p {marker}", business_id=f"kl_{code}")
@@ -101,7 +103,7 @@ async def test_429_storm_is_waited_out(sim):
     assert payload["status"] == "success"
     limited = [r for r in sim.requests() if r["status"] == 429]
     assert len(limited) == 3
-    for before, after in zip(limited, limited[1:]):
+    for before, after in itertools.pairwise(limited):
         assert after["t"] - before["t"] >= 0.95
 
 

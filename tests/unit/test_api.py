@@ -43,7 +43,8 @@ def test_base_url(host, port, schema, url):
 
 
 @pytest.mark.parametrize(
-    "host", ["ftp://toapis.com", "http://", "https://to apis.com", "http://user:pw@host", "http://h:99999", "http://h:x"]
+    "host",
+    ["ftp://toapis.com", "http://", "https://to apis.com", "http://user:pw@host", "http://h:99999", "http://h:x"],
 )
 def test_bad_hosts(host):
     with pytest.raises(ValueError):
@@ -85,17 +86,57 @@ def test_missing_key_is_an_auth_error():
 @pytest.mark.parametrize(
     ("status", "body", "cls", "code"),
     [
-        (400, b'{"error":{"code":400,"message":"bad duration","type":"invalid_request_error"}}', KlingRequestValidationError, "400"),
-        (401, b'{"error":{"code":401,"message":"Authentication failed","type":"authentication_error"}}', KlingAuthError, "401"),
+        (
+            400,
+            b'{"error":{"code":400,"message":"bad duration","type":"invalid_request_error"}}',
+            KlingRequestValidationError,
+            "400",
+        ),
+        (
+            401,
+            b'{"error":{"code":401,"message":"Authentication failed","type":"authentication_error"}}',
+            KlingAuthError,
+            "401",
+        ),
         (403, b"forbidden", KlingAuthError, None),
-        (402, b'{"error":{"code":402,"message":"Insufficient","type":"payment_required"}}', KlingInsufficientCreditsError, "402"),
+        (
+            402,
+            b'{"error":{"code":402,"message":"Insufficient","type":"payment_required"}}',
+            KlingInsufficientCreditsError,
+            "402",
+        ),
         (404, b'{"error":{"code":404,"message":"Task not found","type":"not_found_error"}}', KlingAPIError, "404"),
-        (422, b'{"error":{"code":"content_policy_violation","message":"no"}}', KlingContentPolicyError, "content_policy_violation"),
-        (429, b'{"error":{"message":"Rate limit","type":"rate_limit_error","code":"rate_limit_exceeded"}}', KlingRateLimitError, "rate_limit_exceeded"),
-        (500, b'{"error":{"message":"oops","type":"server_error","code":"internal_error"}}', KlingAPIError, "internal_error"),
+        (
+            422,
+            b'{"error":{"code":"content_policy_violation","message":"no"}}',
+            KlingContentPolicyError,
+            "content_policy_violation",
+        ),
+        (
+            429,
+            b'{"error":{"message":"Rate limit","type":"rate_limit_error","code":"rate_limit_exceeded"}}',
+            KlingRateLimitError,
+            "rate_limit_exceeded",
+        ),
+        (
+            500,
+            b'{"error":{"message":"oops","type":"server_error","code":"internal_error"}}',
+            KlingAPIError,
+            "internal_error",
+        ),
         (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", KlingAPIError, None),
-        (503, b'{"error":{"code":"rate_limit_unavailable","message":"limiter down"}}', KlingAPIError, "rate_limit_unavailable"),
-        (400, b'{"success":false,"message":"Image too large. Maximum size is 10MB"}', KlingRequestValidationError, None),
+        (
+            503,
+            b'{"error":{"code":"rate_limit_unavailable","message":"limiter down"}}',
+            KlingAPIError,
+            "rate_limit_unavailable",
+        ),
+        (
+            400,
+            b'{"success":false,"message":"Image too large. Maximum size is 10MB"}',
+            KlingRequestValidationError,
+            None,
+        ),
     ],
 )
 def test_error_envelopes(status, body, cls, code):

@@ -107,7 +107,7 @@ def test_fifteen_seconds_with_v3_images_is_rejected_under_duration():
 
 
 def test_image_urls_and_v3_fields_cannot_mix():
-    with pytest.raises(KlingValidationError, match="image_urls.*cannot be combined"):
+    with pytest.raises(KlingValidationError, match=r"image_urls.*cannot be combined"):
         build(image_urls=[URL], extra_body={"reference_images": [URL2]})
 
 
