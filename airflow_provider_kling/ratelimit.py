@@ -53,6 +53,11 @@ class RequestBudget:
             delay = allowed_at - now
             return delay if delay > 1e-6 else 0.0
 
+    def recheck(self, now: float | None = None) -> float:
+        """After sleeping a reserved delay: 0 to send now, or the wait for a fresh slot when a pause
+        began meanwhile (a ``Retry-After`` seen by another caller holds this one too)."""
+        return self.reserve(now) if self.paused_for(now) > 0 else 0.0
+
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Hold every caller on this key for ``seconds`` (a ``Retry-After`` from the server)."""
         now = time.monotonic() if now is None else now

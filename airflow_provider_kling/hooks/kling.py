@@ -148,7 +148,10 @@ class KlingHook(BaseHook):
         settings = self.settings
         for attempt in Retrying(**(policy or RetryPolicy()).tenacity_kwargs()):
             with attempt:
-                time.sleep(settings.budget.reserve())
+                delay = settings.budget.reserve()
+                while delay:
+                    time.sleep(delay)
+                    delay = settings.budget.recheck()
                 status, headers, body = self._send(settings, call)
                 return read_response(call, status, headers, body, settings.budget)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -334,8 +337,9 @@ class KlingHook(BaseHook):
         async for attempt in AsyncRetrying(**(policy or RetryPolicy()).tenacity_kwargs()):
             with attempt:
                 delay = settings.budget.reserve()
-                if delay:
+                while delay:
                     await asyncio.sleep(delay)
+                    delay = settings.budget.recheck()
                 status, headers, body = await self._asend(settings, call)
                 return read_response(call, status, headers, body, settings.budget)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -65,7 +65,7 @@ class SimState:
         self.counters: collections.Counter[str] = collections.Counter()
         self.requests: collections.Counter[str] = collections.Counter()
         self.faults_fired: collections.Counter[str] = collections.Counter()
-        self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=5000)
+        self.log: collections.deque[dict[str, Any]] = collections.deque(maxlen=50_000)
         self._pending_refunds: list[Task] = []
         self._second, self._second_count, self.rps_max = 0, 0, 0
         self.max_connections, self.max_in_flight = self.open_connections, self.in_flight
