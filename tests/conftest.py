@@ -127,3 +127,28 @@ def dags(airflow_db, sim, monkeypatch) -> DagRunner:
     """Run DAGs through real Airflow (``dag.test()``) against a fresh simulator."""
     monkeypatch.setenv("KLING_EXAMPLE_POLL_INTERVAL", "1")
     return DagRunner()
+
+
+def submit_task(prompt: str = "a heron at dawn", business_id: str = "kl_test", **fields):
+    """Create a generation on the simulator with the real sync hook; return the KlingTask."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingVideoRequest
+
+    hook = KlingHook()
+    try:
+        return hook.submit_video(KlingVideoRequest.from_kwargs(prompt=prompt, **fields), business_id)
+    finally:
+        hook.close()
+
+
+def wait_terminal(hook, task_or_business_id: str, timeout: float = 10.0):
+    """Poll until the task is completed or failed (bounded)."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        task = hook.get_task(task_or_business_id)
+        if task.is_terminal:
+            return task
+        time.sleep(0.2)
+    raise AssertionError(f"{task_or_business_id} did not finish within {timeout} s")

@@ -52,56 +52,13 @@ def check_interval(name: str, value: float) -> float:
     return seconds(name, value, MIN_POLL_INTERVAL - 1e-9)
 
 
-class KlingRequestMixin:
-    """Request keyword arguments, checked at DAG parse (literal values) and again after rendering."""
-
-    prompt: str
-    kling_conn_id: str
-    model: str
-
-    def _init_request(
-        self, *, kling_conn_id: str, model: str, submit_timeout: float | timedelta, **fields: Any
-    ) -> None:
-        self.kling_conn_id = kling_conn_id
-        self.model = model
-        self.submit_timeout = seconds("submit_timeout", submit_timeout)
-        for name in REQUEST_FIELDS:
-            setattr(self, name, fields[name])
-        problems = collect_problems(self._request_fields(), skip_jinja=True)
-        if problems:
-            raise KlingValidationError(problems)
-
-    def _request_fields(self) -> dict[str, Any]:
-        return {"model": self.model, **{name: getattr(self, name) for name in REQUEST_FIELDS}}
-
-    def build_request(self) -> KlingVideoRequest:
-        """The validated request from the rendered fields (raises before any HTTP call)."""
-        return KlingVideoRequest.from_kwargs(**self._request_fields())
-
-    def submit(self, context: Context, hook: KlingHook) -> Submission:
-        """Validate, then adopt or submit this task instance's generation; push its ids to XCom."""
-        request = self.build_request()
-        ti = context["ti"]
-        base_id = base_business_id(
-            ti.dag_id,
-            ti.run_id,
-            ti.task_id,
-            -1 if ti.map_index is None else ti.map_index,
-            hook.settings.business_id_prefix,
-        )
-        policy = RetryPolicy(deadline=time.time() + self.submit_timeout)
-        submission = submit_once(hook, request, base_id, ti.try_number, policy=policy)
-        ti.xcom_push(key="kling_task_id", value=submission.task.id)
-        ti.xcom_push(key="client_business_id", value=submission.client_business_id)
-        return submission
-
-
-class KlingSubmitOperator(KlingRequestMixin, BaseOperator):
+class KlingSubmitOperator(BaseOperator):
     """Submit one Kling v3 generation and return its task id.
 
     The submit is idempotent per task instance: a retry resumes the generation it already started
     (looked up by ``client_business_id``) and pays again only after a retryable failure. XCom:
     ``return_value`` and ``kling_task_id`` hold the task id, ``client_business_id`` its id.
+    Literal request values are checked at DAG parse, rendered ones before any request.
 
     :param prompt: what to generate (1-2500 characters).
     :param mode: ``std`` (720P) or ``pro`` (1080P).
@@ -138,22 +95,47 @@ class KlingSubmitOperator(KlingRequestMixin, BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._init_request(
-            prompt=prompt,
-            mode=mode,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            image_urls=image_urls,
-            audio=audio,
-            negative_prompt=negative_prompt,
-            watermark=watermark,
-            extra_body=extra_body,
-            model=model,
-            kling_conn_id=kling_conn_id,
-            submit_timeout=submit_timeout,
-        )
+        self.prompt = prompt
+        self.mode = mode
+        self.duration = duration
+        self.aspect_ratio = aspect_ratio
+        self.image_urls = image_urls
+        self.audio = audio
+        self.negative_prompt = negative_prompt
+        self.watermark = watermark
+        self.extra_body = extra_body
+        self.model = model
+        self.kling_conn_id = kling_conn_id
+        self.submit_timeout = seconds("submit_timeout", submit_timeout)
+        problems = collect_problems(self._request_fields(), skip_jinja=True)
+        if problems:
+            raise KlingValidationError(problems)
 
-    def execute(self, context: Context) -> str:
+    def _request_fields(self) -> dict[str, Any]:
+        return {"model": self.model, **{name: getattr(self, name) for name in REQUEST_FIELDS}}
+
+    def build_request(self) -> KlingVideoRequest:
+        """The validated request from the rendered fields (raises before any HTTP call)."""
+        return KlingVideoRequest.from_kwargs(**self._request_fields())
+
+    def submit(self, context: Context, hook: KlingHook) -> Submission:
+        """Validate, then adopt or submit this task instance's generation; push its ids to XCom."""
+        request = self.build_request()
+        ti = context["ti"]
+        base_id = base_business_id(
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            -1 if ti.map_index is None else ti.map_index,
+            hook.settings.business_id_prefix,
+        )
+        policy = RetryPolicy(deadline=time.time() + self.submit_timeout)
+        submission = submit_once(hook, request, base_id, ti.try_number, policy=policy)
+        ti.xcom_push(key="kling_task_id", value=submission.task.id)
+        ti.xcom_push(key="client_business_id", value=submission.client_business_id)
+        return submission
+
+    def execute(self, context: Context) -> Any:
         hook = KlingHook(self.kling_conn_id)
         try:
             return self.submit(context, hook).task.id
@@ -161,7 +143,7 @@ class KlingSubmitOperator(KlingRequestMixin, BaseOperator):
             hook.close()
 
 
-class KlingGenerateVideoOperator(KlingRequestMixin, BaseOperator):
+class KlingGenerateVideoOperator(KlingSubmitOperator):
     """Submit a Kling v3 generation and wait for the video, in one task.
 
     Pushes ``kling_task_id`` and ``client_business_id`` to XCom before it waits. With
@@ -177,45 +159,17 @@ class KlingGenerateVideoOperator(KlingRequestMixin, BaseOperator):
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
     """
 
-    template_fields: Sequence[str] = REQUEST_FIELDS
     operator_extra_links = (KlingVideoLink(),)
-    ui_color = "#e8f0fe"
 
     def __init__(
         self,
         *,
-        prompt: str,
-        mode: str = "std",
-        duration: int | str = 5,
-        aspect_ratio: str = "16:9",
-        image_urls: list[str] | tuple[str, ...] | None = None,
-        audio: bool | str = False,
-        negative_prompt: str | None = None,
-        watermark: bool | str | None = None,
-        extra_body: dict[str, Any] | None = None,
-        model: str = "kling-v3",
-        kling_conn_id: str = KlingHook.default_conn_name,
-        submit_timeout: float | timedelta = DEFAULT_TIMEOUT,
         poll_interval: float = 10.0,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._init_request(
-            prompt=prompt,
-            mode=mode,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            image_urls=image_urls,
-            audio=audio,
-            negative_prompt=negative_prompt,
-            watermark=watermark,
-            extra_body=extra_body,
-            model=model,
-            kling_conn_id=kling_conn_id,
-            submit_timeout=submit_timeout,
-        )
         self.poll_interval = check_interval("poll_interval", poll_interval)
         self.timeout_seconds = seconds("timeout", timeout)
         self.deferrable = deferrable

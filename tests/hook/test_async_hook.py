@@ -11,20 +11,13 @@ import pytest
 from airflow_provider_kling.api import RetryPolicy
 from airflow_provider_kling.exceptions import KlingAPIError
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
+from airflow_provider_kling.models import TaskStatus
 from airflow_provider_kling.sessions import CONNECTION_LIMIT, session_stats
-
-
-def submit(prompt="a fox in snow", business_id="kl_async"):
-    hook = KlingHook()
-    try:
-        return hook.submit_video(KlingVideoRequest.from_kwargs(prompt=prompt), business_id)
-    finally:
-        hook.close()
+from tests.conftest import submit_task
 
 
 async def test_concurrent_borrowers_share_one_session_and_last_closes_it(sim):
-    task = submit()
+    task = submit_task()
     seen = set()
     inside = asyncio.Event()
     release = asyncio.Event()
@@ -60,7 +53,7 @@ async def test_a_new_session_after_the_last_borrower_left(sim):
 
 
 async def test_async_get_task_parses_and_retries_like_sync(sim):
-    task = submit(business_id="kl_async_retry")
+    task = submit_task(business_id="kl_async_retry")
     sim.add_fault(fault="server_error", endpoint="status", count=1)
     sim.add_fault(fault="rate_limit", endpoint="status", count=1, retry_after=1)
     async with KlingHook() as hook:

@@ -19,7 +19,7 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest, TaskStatus
-from tests.conftest import TEST_API_KEY, connection_uri
+from tests.conftest import TEST_API_KEY, connection_uri, wait_terminal
 
 ASSET = Path(__file__).resolve().parents[2] / "airflow_provider_kling" / "simulator" / "assets" / "sample.mp4"
 PNG = Path(__file__).resolve().parents[2] / "example_dags" / "assets" / "first_frame.png"
@@ -27,16 +27,6 @@ PNG = Path(__file__).resolve().parents[2] / "example_dags" / "assets" / "first_f
 
 def req(**kw):
     return KlingVideoRequest.from_kwargs(**{"prompt": "a cat on a meadow", **kw})
-
-
-def wait_done(hook, task_id, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        task = hook.get_task(task_id)
-        if task.is_terminal:
-            return task
-        time.sleep(0.2)
-    raise AssertionError("task did not finish")
 
 
 @pytest.fixture
@@ -65,7 +55,7 @@ def test_submit_lookup_and_replay(sim, hook):
 
 def test_completed_task_has_video_and_expiry(sim, hook):
     task = hook.submit_video(req(), "kl_done")
-    done = wait_done(hook, task.id)
+    done = wait_terminal(hook, task.id)
     assert done.status is TaskStatus.COMPLETED
     assert done.video_url.startswith(sim.base_url)
     assert done.expires_at is not None and done.client_business_id == "kl_done"
@@ -204,7 +194,7 @@ def test_upload_checks_locally_first(sim, hook, tmp_path):
 
 
 def test_download_streams_real_mp4(sim, hook, tmp_path):
-    task = wait_done(hook, hook.submit_video(req(), "kl_dl").id)
+    task = wait_terminal(hook, hook.submit_video(req(), "kl_dl").id)
     path = hook.download_video(task, tmp_path / "out" / "v.mp4")
     data = path.read_bytes()
     assert data[4:8] == b"ftyp"

@@ -14,6 +14,7 @@ from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.idempotency import base_business_id, id_chain, regeneration_id, submit_once
 from airflow_provider_kling.models import KlingVideoRequest
 from airflow_provider_kling.operators.kling import KlingGenerateVideoOperator, KlingSubmitOperator
+from tests.conftest import wait_terminal
 
 START = pendulum.datetime(2026, 1, 1, tz="UTC")
 FAST = {"retry_delay": timedelta(seconds=0)}
@@ -114,24 +115,14 @@ def test_crash_after_regeneration_never_pays_a_third_time(dags, sim):
     assert sim.stats()["tasks_created"] == 2
 
 
-def _wait_terminal(hook, business_id, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        task = hook.get_task(business_id)
-        if task.is_terminal:
-            return task
-        time.sleep(0.2)
-    raise AssertionError("not terminal")
-
-
 def test_own_failed_regeneration_fails_the_try_without_paying(sim):
     hook = KlingHook()
     request = KlingVideoRequest.from_kwargs(prompt="p [sim:fail_first=2]")
     base = "kl_" + "a" * 40
     first = submit_once(hook, request, base, 1)
-    _wait_terminal(hook, base)
+    wait_terminal(hook, base)
     second = submit_once(hook, request, base, 2)
-    _wait_terminal(hook, second.client_business_id)
+    wait_terminal(hook, second.client_business_id)
     with pytest.raises(KlingTaskFailedError, match="not paying again"):
         submit_once(hook, request, base, 2)
     assert sim.stats()["tasks_created"] == 2

@@ -8,18 +8,8 @@ import time
 
 import pytest
 
-from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.models import KlingVideoRequest
 from airflow_provider_kling.triggers.kling import KlingVideoTrigger
-from tests.conftest import TEST_API_KEY, connection_uri
-
-
-def submit(prompt="a heron at dawn", business_id="kl_trigger"):
-    hook = KlingHook()
-    try:
-        return hook.submit_video(KlingVideoRequest.from_kwargs(prompt=prompt), business_id)
-    finally:
-        hook.close()
+from tests.conftest import TEST_API_KEY, connection_uri, submit_task
 
 
 async def one_event(trigger):
@@ -45,7 +35,7 @@ def test_serialize_round_trip_has_no_key():
 
 
 async def test_success_event(sim):
-    task = submit()
+    task = submit_task()
     trigger = KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 20, client_business_id="kl_trigger")
     event = await trigger.run().asend(None)
     payload = event.payload
@@ -56,7 +46,7 @@ async def test_success_event(sim):
 
 
 async def test_exactly_one_event(sim):
-    task = submit(business_id="kl_one")
+    task = submit_task(business_id="kl_one")
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 20))
     assert payload["status"] == "success"
 
@@ -66,13 +56,13 @@ async def test_exactly_one_event(sim):
     [("[sim:content_policy]", "content_policy_violation"), ("[sim:generation_failed]", "generation_failed")],
 )
 async def test_failed_event(sim, marker, code):
-    task = submit(prompt=f"p {marker}", business_id=f"kl_{code}")
+    task = submit_task(prompt=f"p {marker}", business_id=f"kl_{code}")
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 20))
     assert payload["status"] == "failed" and payload["error_code"] == code
 
 
 async def test_timeout_event_at_absolute_deadline(sim):
-    task = submit(prompt="slow [sim:never_finish]", business_id="kl_never")
+    task = submit_task(prompt="slow [sim:never_finish]", business_id="kl_never")
     started = time.time()
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=started + 1.5))
     assert payload["status"] == "timeout" and "timed out" in payload["message"]
@@ -80,7 +70,7 @@ async def test_timeout_event_at_absolute_deadline(sim):
 
 
 async def test_restart_keeps_the_same_deadline(sim):
-    task = submit(prompt="slow [sim:never_finish]", business_id="kl_restart")
+    task = submit_task(prompt="slow [sim:never_finish]", business_id="kl_restart")
     end_time = time.time() + 2
     first = KlingVideoTrigger(task.id, poll_interval=0.2, end_time=end_time)
     gen = first.run()
@@ -97,7 +87,7 @@ async def test_restart_keeps_the_same_deadline(sim):
 
 
 async def test_429_storm_is_waited_out(sim):
-    task = submit(business_id="kl_storm")
+    task = submit_task(business_id="kl_storm")
     sim.add_fault(fault="rate_limit", endpoint="status", count=3, retry_after=1)
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 20))
     assert payload["status"] == "success"
@@ -108,7 +98,7 @@ async def test_429_storm_is_waited_out(sim):
 
 
 async def test_transient_errors_are_tolerated(sim):
-    task = submit(business_id="kl_transient")
+    task = submit_task(business_id="kl_transient")
     sim.add_fault(fault="server_error", endpoint="status", count=4)
     sim.add_fault(fault="drop", endpoint="status", count=2)
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 30))
@@ -116,7 +106,7 @@ async def test_transient_errors_are_tolerated(sim):
 
 
 async def test_persistent_errors_end_in_error_event(sim):
-    task = submit(business_id="kl_broken")
+    task = submit_task(business_id="kl_broken")
     sim.add_fault(fault="server_error", endpoint="status", count=-1)
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.1, end_time=time.time() + 120))
     assert payload["status"] == "error" and "500" in payload["message"]
@@ -130,19 +120,19 @@ async def test_bad_key_is_an_error_event_not_a_retry(sim, monkeypatch):
 
 
 async def test_legacy_shapes_are_normalised(sim):
-    task = submit(prompt="old [sim:legacy]", business_id="kl_legacy")
+    task = submit_task(prompt="old [sim:legacy]", business_id="kl_legacy")
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 20))
     assert payload["status"] == "success" and payload["task"]["video_url"]
 
 
 async def test_completed_without_url_is_a_contract_error(sim):
-    task = submit(prompt="x [sim:no_url]", business_id="kl_nourl")
+    task = submit_task(prompt="x [sim:no_url]", business_id="kl_nourl")
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.1, end_time=time.time() + 20))
     assert payload["status"] == "error" and payload["error_code"] == "provider_contract_error"
 
 
 async def test_late_visibility_is_tolerated(sim):
-    task = submit(prompt="x [sim:late_visibility]", business_id="kl_late")
+    task = submit_task(prompt="x [sim:late_visibility]", business_id="kl_late")
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.3, end_time=time.time() + 20))
     assert payload["status"] == "success"
 
