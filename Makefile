@@ -29,14 +29,15 @@ lint: env
 typecheck: env
 	$(RUN) mypy
 
+# In-process tests on both cores (a test module stays on one worker), then the real-Airflow
+# end-to-end tests alone, so the Airflow processes they start have the machine to themselves.
 unit: env
-	$(RUN) pytest -m "not e2e"
+	$(RUN) pytest -m "not e2e" -n 2 --dist loadfile
 
 e2e: env
-	$(RUN) pytest -m e2e
+	$(RUN) pytest -m e2e -p no:xdist
 
-test: lint typecheck
-	$(RUN) pytest
+test: lint typecheck unit e2e
 
 bench: env
 	$(RUN) python -m benchmarks.run_all
