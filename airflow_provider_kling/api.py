@@ -81,7 +81,7 @@ class ClientSettings:
             ("timeout", DEFAULT_READ_TIMEOUT),
             ("max_requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE),
         ):
-            raw = extras.get(key, default)
+            raw = _extra(extras, key, default)
             try:
                 value = float(raw)
                 if isinstance(raw, bool) or not 0 < value < 1e9:
@@ -89,7 +89,7 @@ class ClientSettings:
                 numbers[key] = value
             except (TypeError, ValueError):
                 problems.append(f"connection {conn_id} extra {key}={raw!r}: must be a positive number")
-        prefix = extras.get("business_id_prefix") or ""
+        prefix = _extra(extras, "business_id_prefix", "")
         if not isinstance(prefix, str) or len(prefix) > 16 or not all(c.isalnum() or c in "_-" for c in prefix):
             problems.append(
                 f"connection {conn_id} extra business_id_prefix={prefix!r}: at most 16 characters "
@@ -111,6 +111,12 @@ class ClientSettings:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+
+def _extra(extras: Mapping[str, Any], key: str, default: Any) -> Any:
+    """An extra as the connection form stores it (plain or ``extra__kling__`` prefixed; empty = default)."""
+    value = extras.get(key, extras.get(f"extra__kling__{key}"))
+    return default if value is None or value == "" else value
 
 
 def base_url_from(host: str | None, port: int | None = None, schema: str | None = None) -> str:

@@ -86,3 +86,23 @@ def test_sessions_are_per_loop(sim):
     asyncio.run(use())
     asyncio.run(use())
     assert sessions[0] is not sessions[1] and all(s.closed for s in sessions)
+
+
+def test_no_threads_or_loops_left_behind(sim):
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    hook = KlingHook()
+    hook.get_task("kl_nothing", missing_ok=True)
+    hook.close()
+
+    async def use():
+        async with KlingHook() as async_hook:
+            await async_hook.aget_task("kl_nothing", missing_ok=True)
+        return asyncio.get_running_loop()
+
+    loop = asyncio.run(use())
+    assert loop.is_closed()
+    assert session_stats() == {"sessions": 0, "borrowers": 0}
+    left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == [], left
