@@ -29,8 +29,9 @@ def stored_text(run) -> str:
     with create_session() as session:
         for model in (XComModel, RenderedTaskInstanceFields, TaskInstance):
             for row in session.query(model).filter_by(dag_id=run.dag_id, run_id=run.run_id).all():
-                parts.append(json.dumps({c.name: getattr(row, c.name, None) for c in model.__table__.columns},
-                                        default=str))
+                parts.append(
+                    json.dumps({c.name: getattr(row, c.name, None) for c in model.__table__.columns}, default=str)
+                )
     return "\n".join(parts)
 
 
@@ -68,8 +69,17 @@ def test_reprs_and_serialized_trigger_hold_no_key(sim):
     settings = hook.settings
     trigger = KlingVideoTrigger("video_1", end_time=2e9)
     op = KlingGenerateVideoOperator(task_id="g", prompt="p")
-    text = " ".join([repr(hook), repr(settings), str(settings), repr(trigger), json.dumps(trigger.serialize()),
-                     repr(op), repr(vars(hook))])
+    text = " ".join(
+        [
+            repr(hook),
+            repr(settings),
+            str(settings),
+            repr(trigger),
+            json.dumps(trigger.serialize()),
+            repr(op),
+            repr(vars(hook)),
+        ]
+    )
     assert settings.api_key == TEST_API_KEY  # the key is there, just never shown
     assert TEST_API_KEY not in text
 
