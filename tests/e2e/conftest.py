@@ -53,9 +53,11 @@ def _skip_reason() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def e2e_stack_env() -> dict[str, str]:
-    """Extra environment variables for every stack component (e.g. ``AIRFLOW_CONN_KLING_DEFAULT``)."""
-    return {}
+def e2e_stack_env(simulator) -> dict[str, str]:
+    """Every stack component talks to the session's simulator with the recognisable test key."""
+    from tests.conftest import connection_uri
+
+    return {"AIRFLOW_CONN_KLING_DEFAULT": connection_uri(simulator.base_url)}
 
 
 @pytest.fixture(scope="session")
