@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -101,11 +102,12 @@ class ClientSettings:
             raise KlingAuthError(f"connection {conn_id} has no API key: set its password to the ToAPIs key")
         return cls(base_url, Secret(conn.password), numbers["timeout"], numbers["max_requests_per_minute"], prefix)
 
-    @property
+    @cached_property
     def budget(self) -> RequestBudget:
+        """The process-wide budget of this key (looked up once per settings object)."""
         return budget_for(self.base_url, self.api_key, self.requests_per_minute)
 
-    @property
+    @cached_property
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
 

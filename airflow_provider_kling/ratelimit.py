@@ -17,8 +17,10 @@ import time
 
 #: The documented query quota of the ``default`` group: 3,000 a minute and 50 a second.
 DEFAULT_REQUESTS_PER_MINUTE = 3000.0
-#: Bursts of at most one second's worth, so the per-second bucket is never overrun either.
-DEFAULT_BURST_SECONDS = 1.0
+#: No bursts to speak of: the server's per-second bucket is never overrun, whatever its phase.
+DEFAULT_BURST_SECONDS = 0.02
+#: Pace a little under the configured rate, so clock skew against the server's buckets never tips over.
+SAFETY_FACTOR = 0.95
 
 
 class RequestBudget:
@@ -39,7 +41,7 @@ class RequestBudget:
         """Change the rate (the latest connection settings win)."""
         with self._lock:
             self.per_minute = float(per_minute)
-            self._interval = 60.0 / self.per_minute
+            self._interval = 60.0 / (self.per_minute * SAFETY_FACTOR)
             self._tolerance = max(self._interval, burst_seconds)
 
     def reserve(self, now: float | None = None) -> float:

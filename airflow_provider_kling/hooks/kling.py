@@ -83,6 +83,7 @@ class KlingHook(BaseHook):
         self._async_settings: ClientSettings | None = None
         self._session_cm: Any = None
         self._session: aiohttp.ClientSession | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -301,6 +302,11 @@ class KlingHook(BaseHook):
 
         conn = await get_async_connection(self.kling_conn_id, hook=self)
         self._async_settings = self._settings_from(conn, await get_async_extra_dejson(conn))
+        import aiohttp
+
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self._async_settings.read_timeout
+        )
         self._session_cm = borrow_session()
         self._session = await self._session_cm.__aenter__()
         return self
@@ -315,7 +321,7 @@ class KlingHook(BaseHook):
 
         if self._session is None:
             raise RuntimeError("use 'async with KlingHook(...) as hook' before calling async methods")
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT, sock_read=settings.read_timeout)
+        timeout = self._timeout
         try:
             async with self._session.request(
                 call.method,

@@ -85,4 +85,3 @@ class KlingVideoTrigger(BaseTrigger):
                 event = state.on_task(task)
             if event is not None:
                 return event
-            self.log.debug("Kling task %s still running", self.kling_task_id)

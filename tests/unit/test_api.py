@@ -163,12 +163,19 @@ def test_retry_after_forms():
 
 
 def test_budget_paces_after_burst():
-    budget = RequestBudget(per_minute=600, burst_seconds=1.0)  # 10/s, bursts of 10
+    budget = RequestBudget(per_minute=600 / 0.95, burst_seconds=1.0)  # 10/s after the safety factor
     now = 1000.0
     delays = [budget.reserve(now) for _ in range(30)]
     assert delays[:10] == [0.0] * 10
     assert delays[10] == pytest.approx(0.1)
     assert delays[29] == pytest.approx(2.0)
+
+
+def test_default_budget_never_exceeds_the_per_second_quota():
+    budget = RequestBudget(per_minute=3000)
+    sends = [1000.0 + budget.reserve(1000.0) for _ in range(500)]
+    worst = max(sum(1 for t in sends if start <= t < start + 1.0) for start in sends)
+    assert worst <= 50
 
 
 def test_budget_pause_holds_every_caller():
