@@ -39,6 +39,8 @@ with DAG("e2e_kling_worker_kill", schedule=None, start_date=START, catchup=False
     )
 
 with DAG("e2e_kling_triggerer_kill", schedule=None, start_date=START, catchup=False) as triggerer_kill:
+    # A ~25 s deferred wait: long enough to kill and restart the triggerer in the middle of it. No retries,
+    # so the test sees the first try succeed (a retry would hide a lost trigger).
     KlingGenerateVideoOperator(
-        task_id="generate", prompt="d [sim:total=25]", poll_interval=1, timeout=180, deferrable=True
+        task_id="generate", prompt="d [sim:total=25]", poll_interval=1, timeout=180, deferrable=True, retries=0
     )
