@@ -106,3 +106,16 @@ def test_no_threads_or_loops_left_behind(sim):
     assert session_stats() == {"sessions": 0, "borrowers": 0}
     left = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert left == [], left
+
+
+async def test_async_attempt_counts_match_the_policy(sim):
+    """The first attempt runs outside tenacity but still counts as attempt 1 of the policy."""
+    sim.add_fault(fault="server_error", endpoint="status", count=-1)
+    async with KlingHook() as hook:
+        with pytest.raises(KlingAPIError) as info:
+            await hook.aget_task("kl_any", policy=RetryPolicy(transient_attempts=3, backoff_base=0.01))
+        assert info.value.status == 500
+        assert sim.stats()["requests"]["status"] == 3
+        with pytest.raises(KlingAPIError):
+            await hook.aget_task("kl_any", policy=RetryPolicy.single_attempt())
+    assert sim.stats()["requests"]["status"] == 4
