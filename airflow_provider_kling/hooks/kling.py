@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -228,7 +229,7 @@ class KlingHook(BaseHook):
         path: Any,
         *,
         chunk_size: int = 1 << 16,
-        deadline: float | None = None,
+        policy: RetryPolicy | None = None,
     ) -> StoredVideo:
         """Stream a finished video to ``path``, verify it, and publish it there.
 
@@ -241,8 +242,9 @@ class KlingHook(BaseHook):
         :param path: a local path, ``pathlib.Path``, ``ObjectStoragePath`` or URI (``file://…``,
             ``memory://…``, ``s3://conn_id@bucket/key.mp4``). A string with a scheme is never local.
         :param chunk_size: bytes per read.
-        :param deadline: epoch seconds by which the download (retries included) ends; default
-            :data:`DOWNLOAD_DEADLINE` from now.
+        :param policy: retries of the download (bounded attempts for short or corrupt files; the file
+            host's 429/503 waited out by its ``Retry-After``); without a deadline, the download ends
+            :data:`DOWNLOAD_DEADLINE` seconds from now.
         :return: where it is stored, its size and SHA-256 (``str()`` gives the path, as before).
         :raises KlingValidationError: no http(s) URL, or ``path`` has no usable filesystem.
         :raises KlingVideoExpiredError: past ``expires_at``, or the file host answered 403/404/410.
@@ -256,7 +258,9 @@ class KlingHook(BaseHook):
                 code="url_expired",
             )
         read_timeout = self.settings.read_timeout
-        policy = RetryPolicy(deadline=deadline if deadline is not None else time.time() + DOWNLOAD_DEADLINE)
+        policy = policy or RetryPolicy()
+        if policy.deadline is None:
+            policy = dataclasses.replace(policy, deadline=time.time() + DOWNLOAD_DEADLINE)
         stored: StoredVideo | None = None
         for attempt in Retrying(**policy.tenacity_kwargs()):
             with attempt:
