@@ -165,3 +165,10 @@ def error_from_response(
     if status in (400, 422):
         return KlingRequestValidationError(detail, status=status, code=code or etype)
     return KlingAPIError(detail, status=status, code=code or etype, retry_after=retry_after)
+
+
+class KlingVideoExpiredError(KlingAPIError):
+    """The file host refused the video URL (403/404/410) or it is past ``expires_at``.
+
+    The URL cannot be refreshed: getting the video again means generating it again.
+    """

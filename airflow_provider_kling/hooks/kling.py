@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import mimetypes
-import os
-import tempfile
+import dataclasses
+import re
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import requests
+import urllib3
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from tenacity import AsyncRetrying, Retrying
 
@@ -25,6 +25,7 @@ from airflow_provider_kling.api import (
     RetryPolicy,
     is_throttle,
     is_transient,
+    parse_retry_after,
     read_response,
     transport_error,
 )
@@ -32,28 +33,23 @@ from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthError,
     KlingError,
+    KlingRateLimitError,
     KlingValidationError,
+    KlingVideoExpiredError,
 )
+from airflow_provider_kling.media.images import MAX_UPLOAD_BYTES, read_image, sniff_image_type  # noqa: F401 (re-exported)
+from airflow_provider_kling.media.mp4 import CorruptVideoError
+from airflow_provider_kling.media.storage import resolve_location, staged_file
+from airflow_provider_kling.media.video import StoredVideo, UnsupportedEncodingError, finish_download
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest
 
 if TYPE_CHECKING:
     import aiohttp
 
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-#: Image types the upload endpoint accepts, by their leading bytes.
-IMAGE_SIGNATURES = {
-    b"\xff\xd8\xff": "image/jpeg",
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"GIF87a": "image/gif",
-    b"GIF89a": "image/gif",
-}
-
-
-def sniff_image_type(head: bytes) -> str | None:
-    """The MIME type of a JPEG, PNG, GIF or WebP from its first bytes; ``None`` otherwise."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return next((mime for sig, mime in IMAGE_SIGNATURES.items() if head.startswith(sig)), None)
+#: Seconds a download may take in all (attempts and waits) when the caller gives no deadline.
+DOWNLOAD_DEADLINE = 900.0
+#: The file host refuses an expired or revoked signed URL with one of these.
+EXPIRED_STATUSES = (403, 404, 410)
 
 
 class KlingHook(BaseHook):
@@ -210,25 +206,17 @@ class KlingHook(BaseHook):
             return True, "Connection OK"
         return True, f"Connection OK: {credits:.0f} credits remaining (≈ ${credits / per_usd:.2f})"
 
-    def upload_image(self, path: str | os.PathLike[str]) -> str:
-        """Upload a local JPEG/PNG/WebP/GIF (at most 10 MB) and return its public URL.
+    def upload_image(self, path: Any) -> str:
+        """Upload a JPEG/PNG/WebP/GIF (at most 10 MB) and return its public URL.
 
         Upload right before submitting: how long uploaded URLs live is not documented.
+
+        :param path: a local path, ``pathlib.Path``, ``ObjectStoragePath`` or URI (``memory://…``,
+            ``file://…``, ``s3://conn_id@bucket/key``); checked before any request.
         """
-        file = Path(path)
-        if not file.is_file():
-            raise KlingValidationError(f"image_path={str(path)!r}: no such file")
-        size = file.stat().st_size
-        if size > MAX_UPLOAD_BYTES:
-            raise KlingValidationError(f"image_path={str(path)!r}: {size} bytes; the upload limit is 10 MB")
-        data = file.read_bytes()
-        mime = sniff_image_type(data[:16])
-        if mime is None:
-            guessed = mimetypes.guess_type(file.name)[0]
-            raise KlingValidationError(
-                f"image_path={str(path)!r}: not a JPEG, PNG, WebP or GIF image (looks like {guessed or 'unknown'})"
-            )
-        body = self.request(Call("POST", "/v1/uploads/images", "upload", upload=(file.name, data, mime)))
+        image = read_image(path, field="image_path")
+        call = Call("POST", "/v1/uploads/images", "upload", upload=(image.name, image.data, image.mime))
+        body = self.request(call)
         url = body.get("data", {}).get("url") if isinstance(body, Mapping) else None
         if not isinstance(body, Mapping) or body.get("success") is False or not isinstance(url, str):
             message = body.get("message") if isinstance(body, Mapping) else "malformed body"
@@ -238,62 +226,89 @@ class KlingHook(BaseHook):
     def download_video(
         self,
         source: str | KlingTask | Mapping[str, Any],
-        path: str | os.PathLike[str],
+        path: Any,
         *,
         chunk_size: int = 1 << 16,
-    ) -> Path:
-        """Stream a finished video to ``path`` (written atomically) and return the path.
+        policy: RetryPolicy | None = None,
+    ) -> StoredVideo:
+        """Stream a finished video to ``path``, verify it, and publish it there.
+
+        The bytes are counted against ``Content-Length`` and the file must be a complete MP4 before it
+        is published (renamed into place locally, one upload on object stores); a short or corrupt
+        download is retried a bounded number of times and never left at ``path``.
 
         :param source: the video URL, a :class:`KlingTask`, or a result dict (its ``expires_at`` is
             checked first: an expired URL is dead, and getting the video again means generating again).
-        :raises KlingAPIError: the URL has expired, the download failed or the size did not match.
+        :param path: a local path, ``pathlib.Path``, ``ObjectStoragePath`` or URI (``file://…``,
+            ``memory://…``, ``s3://conn_id@bucket/key.mp4``). A string with a scheme is never local.
+        :param chunk_size: bytes per read.
+        :param policy: retries of the download (bounded attempts for short or corrupt files; the file
+            host's 429/503 waited out by its ``Retry-After``); without a deadline, the download ends
+            :data:`DOWNLOAD_DEADLINE` seconds from now.
+        :return: where it is stored, its size and SHA-256 (``str()`` gives the path, as before).
+        :raises KlingValidationError: no http(s) URL, or ``path`` has no usable filesystem.
+        :raises KlingVideoExpiredError: past ``expires_at``, or the file host answered 403/404/410.
+        :raises KlingAPIError: the download kept failing or kept arriving incomplete.
         """
         url, expires_at = _video_source(source)
+        location = resolve_location(path, "output_path")
         if expires_at is not None and datetime.now(timezone.utc) >= expires_at:
-            raise KlingAPIError(
+            raise KlingVideoExpiredError(
                 f"the video URL expired at {expires_at.isoformat()}; generate the video again",
                 code="url_expired",
             )
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        settings = self.settings
-        for attempt in Retrying(**RetryPolicy().tenacity_kwargs()):
+        read_timeout = self.settings.read_timeout
+        policy = policy or RetryPolicy()
+        if policy.deadline is None:
+            policy = dataclasses.replace(policy, deadline=time.time() + DOWNLOAD_DEADLINE)
+        stored: StoredVideo | None = None
+        for attempt in Retrying(**policy.tenacity_kwargs()):
             with attempt:
-                self._stream_to(url, target, settings, chunk_size)
-        self.log.info("Saved the video to %s (%d bytes)", target, target.stat().st_size)
-        return target
-
-    def _stream_to(self, url: str, target: Path, settings: ClientSettings, chunk_size: int) -> None:
-        # The video lives on a file host: the API key is never sent there.
-        try:
-            with self._http.get(url, stream=True, timeout=(CONNECT_TIMEOUT, settings.read_timeout)) as response:
-                if response.status_code != 200:
-                    read_response(
-                        Call("GET", url, "download"),
-                        response.status_code,
-                        response.headers,
-                        response.content[:2048],
-                        settings.budget,
-                    )
-                expected = response.headers.get("Content-Length")
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-                written = 0
+                received = staged_file(location)
                 try:
-                    with os.fdopen(fd, "wb") as out:
-                        for chunk in response.iter_content(chunk_size):
-                            out.write(chunk)
-                            written += len(chunk)
-                    if expected is not None and int(expected) != written:
-                        raise KlingAPIError(
-                            f"download truncated: {written} of {expected} bytes", code="connection_error"
-                        )
-                    os.chmod(tmp, 0o644)
-                    os.replace(tmp, target)
+                    encoding = self._stream_to(url, received, read_timeout, chunk_size, policy.deadline)
+                    stored = finish_download(received, encoding, location)
+                except CorruptVideoError as err:
+                    raise KlingAPIError(f"download: {err}", code="malformed_response") from None
+                except UnsupportedEncodingError as err:
+                    raise KlingAPIError(f"download: {err}", code="unsupported_encoding") from None
                 finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                    received.unlink(missing_ok=True)
+        if stored is None:  # pragma: no cover - Retrying either returns through the body or raises
+            raise AssertionError("unreachable")
+        self.log.info("Saved the video to %s (%d bytes, sha256 %s)", stored, stored.size_bytes, stored.sha256)
+        return stored
+
+    def _stream_to(
+        self, url: str, target: Path, read_timeout: float, chunk_size: int, deadline: float | None
+    ) -> str | None:
+        """One attempt: write the bytes exactly as they arrive to ``target``; return the Content-Encoding.
+
+        The file host is not the API: no key is sent, and its 429/503 pause only this download (the
+        key's request budget is untouched).
+        """
+        headers = {"Accept-Encoding": "identity", "Accept": "*/*", "Authorization": None}
+        try:
+            with self._http.get(url, stream=True, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout)) as response:
+                if response.status_code != 200:
+                    raise _file_host_error(response.status_code, response.headers, response.raw.read(2048))
+                expected = _content_length(response.headers.get("Content-Length"))
+                written = 0
+                with target.open("wb") as out:
+                    for chunk in response.raw.stream(chunk_size, decode_content=False):
+                        out.write(chunk)
+                        written += len(chunk)
+                        if deadline is not None and time.time() > deadline:
+                            raise KlingAPIError(f"download timed out after {written} bytes", code="timeout")
+                if expected is not None and written != expected:
+                    raise KlingAPIError(f"download truncated: {written} of {expected} bytes", code="connection_error")
+                return response.headers.get("Content-Encoding")
         except requests.RequestException as err:
             raise transport_error("download", err) from None
+        except urllib3.exceptions.HTTPError as err:
+            raise KlingAPIError(
+                f"download interrupted ({type(err).__name__}) after the bytes already written", code="connection_error"
+            ) from None
 
     # ----------------------------------------------------------------- async
 
@@ -390,3 +405,28 @@ def _video_source(source: str | KlingTask | Mapping[str, Any]) -> tuple[str, dat
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise KlingValidationError(f"video_url={url!r}: no http(s) video URL to download")
     return url, expires
+
+
+def _content_length(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _file_host_error(status: int, headers: Mapping[str, str], body: bytes) -> KlingAPIError:
+    """The error for a non-200 answer of the file host (never an auth error: no key is sent there)."""
+    code_match = re.search(rb"<Code>([^<]{1,64})</Code>", body)
+    code = code_match.group(1).decode("ascii", "replace") if code_match else None
+    detail = f"{status}" + (f", {code}" if code else "")
+    if status in EXPIRED_STATUSES:
+        return KlingVideoExpiredError(
+            f"video URL expired or not accessible ({detail}); generate again", status=status, code=code or "url_expired"
+        )
+    hint = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
+    retry_after = hint if hint else None  # 0 or unreadable: exponential backoff instead
+    if status == 429:
+        return KlingRateLimitError(
+            f"the file host throttled the download ({detail})", status=429, retry_after=retry_after
+        )
+    return KlingAPIError(f"download failed ({detail})", status=status, code=code, retry_after=retry_after)

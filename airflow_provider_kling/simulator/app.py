@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .faults import FaultSpec
+from .faults import FILE_FAULTS, FaultSpec
+from .files import file_fault_response
 from .state import ENDPOINTS, SimState
 from .validation import ValidationFailure, message, validate_create
 
@@ -152,6 +153,8 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
             return _envelope1(401, message("auth", language))
         request[KEY_HASH] = key
     spec = state.take_fault(endpoint)
+    if spec is not None and spec.fault in FILE_FAULTS:
+        return await file_fault_response(request, spec)
     if spec is not None and spec.fault == "slow":
         await asyncio.sleep(spec.delay)
     elif spec is not None and spec.fault not in ("malformed", "drop_after_create"):

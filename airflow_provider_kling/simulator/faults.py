@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 #: Every fault name the simulator understands.
-FAULTS = (
+FAULTS: tuple[str, ...] = (
     "rate_limit",
     "unavailable",
     "server_error",
@@ -23,10 +23,19 @@ FAULTS = (
     "balance_failure",
     "late_visibility",
 )
+# -- file-host faults (the public /files/... routes only) -----------------------------------
+#: ``gzip``: a complete video sent with ``Content-Encoding: gzip`` although identity was asked for;
+#: ``truncated_video``: the first half of the MP4 with a matching ``Content-Length``;
+#: ``short_body``: the full ``Content-Length`` but half the body, then the connection is dropped;
+#: ``expired_403``: S3's ``AccessDenied`` XML for an expired signed URL; ``gone_410``: a 410.
+#: (A file-host 429 with ``Retry-After`` is ``rate_limit`` with ``endpoint="files"``.)
+FILE_FAULTS = ("gzip", "truncated_video", "short_body", "expired_403", "gone_410")
+FAULTS = (*FAULTS, *FILE_FAULTS)
 #: Endpoints a fault can target. ``files`` covers the public ``/files/...`` routes.
 ENDPOINTS = ("create", "status", "upload", "balance", "files", "any")
 #: Faults that only make sense on one endpoint; with ``endpoint="any"`` they fire only there.
 ONLY_ON = {"drop_after_create": "create", "balance_failure": "balance", "late_visibility": "status"}
+ONLY_ON.update(dict.fromkeys(FILE_FAULTS, "files"))
 
 
 @dataclass
