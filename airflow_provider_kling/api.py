@@ -500,9 +500,12 @@ def slot_wait(budget: RequestBudget, deadline: float, what: str, *, recheck: boo
     return delay
 
 
-def transport_error(what: str, err: BaseException) -> KlingAPIError:
-    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL)."""
-    timed_out = "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
+def transport_error(what: str, err: BaseException, timed_out: bool = False) -> KlingAPIError:
+    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL).
+
+    :param timed_out: the attempt's wall-clock limit had passed (whatever the library called it).
+    """
+    timed_out = timed_out or "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
     code = "timeout" if timed_out else "connection_error"
     kind = "timed out" if timed_out else f"connection failed ({type(err).__name__})"
     return KlingAPIError(f"{what} {kind}", code=code)

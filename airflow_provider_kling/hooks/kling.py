@@ -150,6 +150,7 @@ class KlingHook(BaseHook):
             files = {"file": (name, data, mime), "purpose": (None, "generation")}
             read_timeout = max(read_timeout, UPLOAD_READ_TIMEOUT)
         limit = attempt_seconds(settings, call, deadline)
+        ends = time.monotonic() + limit
         try:
             with attempt_deadline(limit):
                 response = self._http.request(
@@ -163,7 +164,7 @@ class KlingHook(BaseHook):
                 )
                 return response.status_code, response.headers, response.content
         except requests.RequestException as err:
-            raise transport_error(call.what, err) from None
+            raise transport_error(call.what, err, timed_out=time.monotonic() >= ends) from None
 
     def request(self, call: Call, policy: RetryPolicy | None = None) -> Any:
         """Send ``call`` with retries; return the decoded JSON (``None`` for a ``missing_ok`` 404).
