@@ -66,7 +66,9 @@ class _MakefileShim:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
 
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(self._sock, socket.socket):  # TLS inside a TLS proxy tunnel: per-read timeouts only
+            return self._sock.makefile(mode, *args, **kwargs)
         # As socket.makefile does: the reader holds a reference, so closing the connection while the
         # response is still being read (``Connection: close``) defers the real close.
         self._sock._io_refs += 1  # type: ignore[attr-defined]
