@@ -126,3 +126,58 @@ def test_retry_after_zero_or_past_waits_the_backoff_async(sim, spec):
     with pytest.raises(KlingRateLimitError):
         asyncio.run(poll())
     assert 2 <= sim.stats()["requests"]["status"] <= 4
+
+
+class _HeaderTrickler:
+    """A loopback server that answers every connection with its status line one byte every 0.5 s."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+                    if self._stop.wait(0.5):
+                        break
+                    try:
+                        conn.sendall(bytes([byte]))
+                    except OSError:
+                        break
+
+    def __enter__(self) -> _HeaderTrickler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def test_trickling_status_line_never_holds_a_sync_call_past_its_deadline(monkeypatch):
+    from tests.network.conftest import use_connection
+
+    with _HeaderTrickler() as server:
+        use_connection(monkeypatch, f"http://127.0.0.1:{server.port}")
+        hook = KlingHook()
+        deadline = time.time() + 2
+        try:
+            finished, outcome, _ = _run_bounded(
+                lambda: hook.get_task("kl_x", policy=RetryPolicy(deadline=deadline)), 2 + SLACK + 5
+            )
+        finally:
+            hook.close()
+        assert finished, "get_task still reading the status line"
+        assert isinstance(outcome, KlingAPIError) and outcome.code == "timeout", outcome
+        assert time.time() <= deadline + SLACK
