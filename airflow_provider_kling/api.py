@@ -7,11 +7,17 @@ Both transports (``requests`` in workers, ``aiohttp`` in triggers) send a :class
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
+import functools
 import json
 import logging
+import os
 import random
+import ssl
 import time
+import unicodedata
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +43,15 @@ CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
 UPLOAD_READ_TIMEOUT = 60.0
 MAX_RETRY_AFTER = 600.0
+#: Wall-clock limit of a call (all its attempts and waits) when the caller gives no deadline: long
+#: enough to ride out a per-minute quota window (several ``Retry-After`` waits) and the transient
+#: retries (1 + 2 + 4 s of backoff plus their attempts), short enough that a dead or throttled API
+#: fails the task for Airflow's own retries instead of holding a worker slot indefinitely.
+DEFAULT_CALL_SECONDS = 300.0
+#: Wall-clock limit of :meth:`KlingHook.test_connection`: the UI waits for its answer.
+TEST_CONNECTION_SECONDS = 30.0
+#: The smallest wait after a 429/503 that gave no usable ``Retry-After``.
+THROTTLE_FLOOR = 1.0
 #: Codes given to failures that produced no usable HTTP response.
 TRANSPORT_CODES = frozenset({"connection_error", "timeout", "malformed_response"})
 
@@ -56,6 +71,9 @@ class ClientSettings:
     :param api_key: the bearer key; its ``repr`` is masked.
     :param read_timeout: read timeout per request, seconds.
     :param requests_per_minute: client-side budget for this key in this process.
+    :param proxy: the ``proxy`` extra (a URL); ``None`` = the standard proxy environment.
+    :param verify: the ``verify`` extra (``True``/``False`` or a CA bundle path); ``None`` = the
+        standard CA environment (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``), else the defaults.
     """
 
     base_url: str
@@ -63,13 +81,16 @@ class ClientSettings:
     read_timeout: float = DEFAULT_READ_TIMEOUT
     requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
     business_id_prefix: str = ""
+    proxy: str | None = field(default=None, repr=False)
+    verify: bool | str | None = None
 
     @classmethod
     def from_connection(cls, conn: Any, extras: Mapping[str, Any], conn_id: str) -> ClientSettings:
         """Read an Airflow connection (host/port/schema/password and the extras).
 
-        :raises KlingValidationError: the host, timeout or budget is malformed (names the field).
-        :raises KlingAuthError: the connection has no API key.
+        :raises KlingValidationError: the host, timeout, budget, proxy or verify is malformed (names the field).
+        :raises KlingAuthError: the connection has no API key, or the key holds a control or
+            non-Latin-1 character (surrounding whitespace is stripped).
         """
         problems = []
         base_url = ""
@@ -96,11 +117,12 @@ class ClientSettings:
                 f"connection {conn_id} extra business_id_prefix={prefix!r}: at most 16 characters "
                 "of A-Z, a-z, 0-9, _ and -"
             )
+        proxy = _checked(problems, conn_id, "proxy", _extra(extras, "proxy", None), proxy_from_extra)
+        verify = _checked(problems, conn_id, "verify", _extra(extras, "verify", None), verify_from_extra)
         if problems:
             raise KlingValidationError(problems)
-        if not conn.password:
-            raise KlingAuthError(f"connection {conn_id} has no API key: set its password to the ToAPIs key")
-        return cls(base_url, Secret(conn.password), numbers["timeout"], numbers["max_requests_per_minute"], prefix)
+        key = api_key_from(conn.password, conn_id)
+        return cls(base_url, key, numbers["timeout"], numbers["max_requests_per_minute"], prefix, proxy, verify)
 
     @cached_property
     def budget(self) -> RequestBudget:
@@ -113,6 +135,138 @@ class ClientSettings:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    @cached_property
+    def api_proxy(self) -> str | None:
+        """The proxy for API calls (decided once per settings object, see :func:`proxy_for`)."""
+        return proxy_for(self.base_url, self.proxy)
+
+    @cached_property
+    def ca_verify(self) -> bool | str:
+        """``requests``' ``verify`` for this connection (see :func:`tls_verify`)."""
+        return tls_verify(self.verify)
+
+
+def _checked(problems: list[str], conn_id: str, key: str, raw: Any, parse: Any) -> Any:
+    """``parse(raw)``; a ``ValueError`` becomes a problem naming the extra and its (masked) value."""
+    if raw is None:
+        return None
+    try:
+        return parse(raw)
+    except ValueError as err:
+        shown = _mask_userinfo(raw) if isinstance(raw, str) else raw
+        problems.append(f"connection {conn_id} extra {key}={shown!r}: {err}")
+        return None
+
+
+def _mask_userinfo(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (proxy URLs may carry credentials)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.partition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{hostpart}"
+
+
+def proxy_from_extra(raw: Any) -> str:
+    """The ``proxy`` extra: an ``http://`` or ``https://`` URL with a host.
+
+    :raises ValueError: anything else.
+    """
+    allowed = "expected a proxy URL such as http://proxy.example:3128"
+    if not isinstance(raw, str) or any(c.isspace() for c in raw.strip()):
+        raise ValueError(allowed)
+    parts = urlsplit(raw.strip())
+    try:
+        parts.port  # noqa: B018 - validates the port
+    except ValueError:
+        raise ValueError(f"the port is not a number from 1 to 65535; {allowed}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(allowed)
+    return raw.strip()
+
+
+def verify_from_extra(raw: Any) -> bool | str:
+    """The ``verify`` extra: ``true``/``false`` (bool or text) or the path of a CA bundle file.
+
+    :raises ValueError: anything else, or a path that is not a readable file.
+    """
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in ("true", "false"):
+            return word == "true"
+        path = os.path.expanduser(raw.strip())
+        if os.path.isfile(path) and os.access(path, os.R_OK):
+            return path
+        raise ValueError("no readable CA bundle file at that path; expected true, false or a CA bundle path")
+    raise ValueError("expected true, false or a CA bundle path")
+
+
+def api_key_from(raw: Any, conn_id: str) -> Secret:
+    """The API key with surrounding whitespace stripped.
+
+    :raises KlingAuthError: no key, or a control or non-Latin-1 character inside it (named with
+        its position; the key itself is never shown).
+    """
+    key = raw.strip() if isinstance(raw, str) else ""
+    if not key:
+        raise KlingAuthError(f"connection {conn_id} has no API key: set its password to the ToAPIs key")
+    for position, char in enumerate(key, start=1):
+        if ord(char) > 0xFF or unicodedata.category(char) in ("Cc", "Cf"):
+            name = unicodedata.name(char, "control character")
+            raise KlingAuthError(
+                f"connection {conn_id}: the API key holds {name.lower()} (U+{ord(char):04X}) at character "
+                f"{position} of {len(key)}; only printable Latin-1 characters can be sent: paste the key again"
+            )
+    return Secret(key)
+
+
+def proxy_for(url: str, override: str | None = None) -> str | None:
+    """The proxy to reach ``url`` through, or ``None`` to connect directly: the one decision for the
+    sync and async transports, API calls, uploads and downloads.
+
+    The connection's ``proxy`` extra wins; else the standard environment (``HTTPS_PROXY`` /
+    ``HTTP_PROXY`` / ``ALL_PROXY`` by the URL's scheme, in either case, with ``NO_PROXY``).
+    """
+    if override:
+        return override
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url)
+    proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
+    if not proxy or not parts.hostname:
+        return None
+    if proxies.get("no") and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
+        parts.netloc.rpartition("@")[2], proxies
+    ):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def tls_verify(override: bool | str | None = None) -> bool | str:
+    """How to verify TLS: ``False``, ``True`` (the defaults) or a CA bundle path.
+
+    The ``verify`` extra wins; else ``REQUESTS_CA_BUNDLE``, then ``SSL_CERT_FILE``.
+    """
+    if override is not None:
+        return override
+    for name in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        path = os.environ.get(name, "").strip()
+        if path:
+            return path
+    return True
+
+
+@functools.lru_cache(maxsize=32)
+def ssl_context(cafile: str) -> ssl.SSLContext:
+    """A verifying client context trusting only ``cafile`` (one per path, shared by every request)."""
+    return ssl.create_default_context(cafile=cafile)
+
+
+def aiohttp_ssl(verify: bool | str) -> ssl.SSLContext | bool:
+    """aiohttp's per-request ``ssl=`` for :func:`tls_verify`'s answer."""
+    return ssl_context(verify) if isinstance(verify, str) else verify
 
 
 def _extra(extras: Mapping[str, Any], key: str, default: Any) -> Any:
@@ -179,7 +333,11 @@ class Call:
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` as seconds, from delta-seconds or an HTTP date; ``None`` when absent or bad."""
+    """``Retry-After`` as seconds, from delta-seconds or an HTTP date, at most :data:`MAX_RETRY_AFTER`.
+
+    ``None`` (no hint: the caller's backoff applies) when absent, unreadable, zero or negative, or a
+    date that has passed: such a value must never turn into a retry loop without pauses.
+    """
     if not value:
         return None
     value = value.strip()
@@ -193,9 +351,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         if when is None:
             return None
         seconds = when.timestamp() - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
+    if seconds != seconds or seconds <= 0:  # NaN, now or in the past
         return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    return min(MAX_RETRY_AFTER, seconds)
 
 
 def read_response(call: Call, status: int, headers: Mapping[str, str], body: bytes, budget: RequestBudget) -> Any:
@@ -249,9 +407,13 @@ class RetryPolicy:
     jitter, for as long as the deadline allows. Transient errors are retried ``transient_attempts``
     times in all. Anything else (400, 401, 402, 404, 422) is raised at once.
 
-    :param deadline: wall-clock epoch seconds after which no wait is started; ``None`` = no deadline.
+    A 429/503 without a usable ``Retry-After`` waits the backoff, never less than ``throttle_floor``.
+
+    :param deadline: wall-clock epoch seconds by which the call ends: no attempt or wait runs past
+        it; ``None`` = ``default_seconds`` from when the call starts.
     :param transient_attempts: attempts in all for transient errors (1 = no retry).
     :param throttle_retries: whether 429/503 are waited out at all (``False`` = one attempt).
+    :param default_seconds: the call's wall-clock limit when ``deadline`` is ``None``.
     """
 
     deadline: float | None = None
@@ -259,6 +421,14 @@ class RetryPolicy:
     throttle_retries: bool = True
     backoff_base: float = 1.0
     backoff_max: float = 30.0
+    default_seconds: float = DEFAULT_CALL_SECONDS
+    throttle_floor: float = THROTTLE_FLOOR
+
+    def bounded(self) -> RetryPolicy:
+        """This policy with a concrete deadline (``default_seconds`` from now when it has none)."""
+        if self.deadline is not None:
+            return self
+        return dataclasses.replace(self, deadline=time.time() + self.default_seconds)
 
     @classmethod
     def single_attempt(cls) -> RetryPolicy:
@@ -273,6 +443,8 @@ class RetryPolicy:
         """``retry``/``stop``/``wait`` for one call: use with ``Retrying`` or ``AsyncRetrying``."""
         counts = {"transient": 0, "throttles": 0}
         state = {"wait": 0.0}
+        deadline = self.bounded().deadline
+        assert deadline is not None
 
         def retry(rs: RetryCallState) -> bool:
             err = rs.outcome.exception() if rs.outcome else None
@@ -281,7 +453,8 @@ class RetryPolicy:
             if is_throttle(err):
                 counts["throttles"] += 1
                 hint = getattr(err, "retry_after", None)
-                state["wait"] = hint if hint is not None else self._backoff(counts["throttles"])
+                backoff = max(self.throttle_floor, self._backoff(counts["throttles"]))
+                state["wait"] = hint if hint is not None else backoff
                 return self.throttle_retries
             if is_transient(err):
                 counts["transient"] += 1
@@ -290,9 +463,7 @@ class RetryPolicy:
             return False
 
         def stop(rs: RetryCallState) -> bool:
-            if self.deadline is None:
-                return False
-            return time.time() + float(state["wait"]) > self.deadline
+            return time.time() + float(state["wait"]) > deadline
 
         def wait(rs: RetryCallState) -> float:
             seconds = float(state["wait"])
@@ -303,9 +474,38 @@ class RetryPolicy:
         return {"retry": retry, "stop": stop, "wait": wait, "reraise": True}
 
 
-def transport_error(what: str, err: BaseException) -> KlingAPIError:
-    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL)."""
-    timed_out = "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
+def attempt_seconds(settings: ClientSettings, call: Call, deadline: float) -> float:
+    """The wall-clock limit of one attempt: connect plus read timeout (upload: its longer read
+    timeout), cut to what is left before ``deadline`` (epoch seconds).
+
+    :raises KlingAPIError: ``timeout`` when the deadline has passed (nothing is sent).
+    """
+    read = max(settings.read_timeout, UPLOAD_READ_TIMEOUT) if call.upload else settings.read_timeout
+    left = deadline - time.time()
+    if left <= 0:
+        raise KlingAPIError(f"{call.what} timed out (deadline passed)", code="timeout")
+    return min(CONNECT_TIMEOUT + read, left)
+
+
+def slot_wait(budget: RequestBudget, deadline: float, what: str, *, recheck: bool = False) -> float:
+    """Seconds to wait for a budget slot (see :meth:`RequestBudget.reserve` / ``recheck``).
+
+    :raises KlingAPIError: ``timeout`` at once, without taking a slot, when the slot comes after
+        ``deadline`` (epoch seconds): a wait that cannot end in time is not started.
+    """
+    left = max(0.0, deadline - time.time())
+    delay = budget.recheck(max_wait=left) if recheck else budget.reserve(max_wait=left)
+    if delay is None:
+        raise KlingAPIError(f"{what} timed out (the request budget has no slot before the deadline)", code="timeout")
+    return delay
+
+
+def transport_error(what: str, err: BaseException, timed_out: bool = False) -> KlingAPIError:
+    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL).
+
+    :param timed_out: the attempt's wall-clock limit had passed (whatever the library called it).
+    """
+    timed_out = timed_out or "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
     code = "timeout" if timed_out else "connection_error"
     kind = "timed out" if timed_out else f"connection failed ({type(err).__name__})"
     return KlingAPIError(f"{what} {kind}", code=code)

@@ -49,6 +49,14 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "client_business_id prefix (deployments sharing one account)",
                         "schema": {"type": ["string", "null"], "maxLength": 16},
                     },
+                    "proxy": {
+                        "label": "Proxy URL (overrides HTTPS_PROXY/HTTP_PROXY/NO_PROXY)",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "verify": {
+                        "label": "Verify TLS: true, false or a CA bundle path (overrides REQUESTS_CA_BUNDLE)",
+                        "schema": {"type": ["string", "null"]},
+                    },
                 },
             }
         ],

@@ -12,6 +12,7 @@ never blocks a loop.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 
@@ -44,21 +45,28 @@ class RequestBudget:
             self._interval = 60.0 / (self.per_minute * SAFETY_FACTOR)
             self._tolerance = max(self._interval, burst_seconds)
 
-    def reserve(self, now: float | None = None) -> float:
-        """Take the next slot; return the seconds to wait before sending (0 when free)."""
+    def reserve(self, now: float | None = None, max_wait: float = math.inf) -> float | None:
+        """Take the next slot; return the seconds to wait before sending (0 when free).
+
+        :param max_wait: the longest wait the caller can afford (its deadline); when the slot comes
+            later, no slot is taken and ``None`` is returned.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
             start = max(now, self._paused_until)
             tat = max(self._tat, start)
             allowed_at = max(start, tat - self._tolerance + self._interval)
-            self._tat = tat + self._interval
             delay = allowed_at - now
+            if delay > max_wait:
+                return None
+            self._tat = tat + self._interval
             return delay if delay > 1e-6 else 0.0
 
-    def recheck(self, now: float | None = None) -> float:
+    def recheck(self, now: float | None = None, max_wait: float = math.inf) -> float | None:
         """After sleeping a reserved delay: 0 to send now, or the wait for a fresh slot when a pause
-        began meanwhile (a ``Retry-After`` seen by another caller holds this one too)."""
-        return self.reserve(now) if self.paused_for(now) > 0 else 0.0
+        began meanwhile (a ``Retry-After`` seen by another caller holds this one too); ``None``
+        when that slot comes after ``max_wait``."""
+        return self.reserve(now, max_wait) if self.paused_for(now) > 0 else 0.0
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Hold every caller on this key for ``seconds`` (a ``Retry-After`` from the server)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -19,14 +18,18 @@ from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kling.api import (
     CONNECT_TIMEOUT,
+    TEST_CONNECTION_SECONDS,
     UPLOAD_READ_TIMEOUT,
     Call,
     ClientSettings,
     RetryPolicy,
+    aiohttp_ssl,
+    attempt_seconds,
     is_throttle,
     is_transient,
     parse_retry_after,
     read_response,
+    slot_wait,
     transport_error,
 )
 from airflow_provider_kling.exceptions import (
@@ -59,7 +62,18 @@ class KlingHook(BaseHook):
     base URL (default ``https://toapis.com``). Extras: ``timeout`` (read timeout, seconds, default 30),
     ``max_requests_per_minute`` (client-side budget shared by every caller on this key in the process,
     default 3000), ``business_id_prefix`` (namespace for ``client_business_id`` when several
-    deployments share one account).
+    deployments share one account), ``proxy`` (a proxy URL) and ``verify`` (``true``/``false`` or a
+    CA bundle path). Without ``proxy``/``verify`` the standard environment applies on every path
+    (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``).
+    Surrounding whitespace of the key is stripped; a control or non-Latin-1 character inside it
+    raises :class:`KlingAuthError` before any request.
+
+    Every call ends. Each attempt is bounded by wall-clock time (connect + read timeout; a server
+    trickling bytes cannot stretch it) and by the call's deadline, and so are the waits for a
+    connection and for a request-budget slot (a slot after the deadline fails at once). A call
+    whose policy has no deadline gets one: 300 s (:data:`~.api.DEFAULT_CALL_SECONDS`: a per-minute
+    quota window plus the transient retries, then Airflow's own retries take over) for balance,
+    status, upload and download; 30 s for :meth:`test_connection`, which the UI waits for.
 
     Sync methods use ``requests``. Triggers use the hook as an async context manager, which resolves
     the connection without blocking and borrows the event loop's shared aiohttp session::
@@ -81,7 +95,6 @@ class KlingHook(BaseHook):
         self._async_settings: ClientSettings | None = None
         self._session_cm: Any = None
         self._session: aiohttp.ClientSession | None = None
-        self._timeout: aiohttp.ClientTimeout | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -112,46 +125,57 @@ class KlingHook(BaseHook):
 
     @cached_property
     def _http(self) -> requests.Session:
-        session = requests.Session()
-        session.trust_env = False
-        return session
+        from airflow_provider_kling.sync_http import KlingSession
+
+        settings = self.settings
+        return KlingSession(proxy=settings.proxy, verify=settings.verify)
 
     def close(self) -> None:
         """Close the sync HTTP session (keep-alive connections)."""
         if "_http" in self.__dict__:
             self.__dict__.pop("_http").close()
 
-    def _send(self, settings: ClientSettings, call: Call) -> tuple[int, Mapping[str, str], bytes]:
+    def _send(self, settings: ClientSettings, call: Call, deadline: float) -> tuple[int, Mapping[str, str], bytes]:
+        from airflow_provider_kling.sync_http import attempt_deadline
+
         files: Any = None
         read_timeout = settings.read_timeout
         if call.upload:
             name, data, mime = call.upload
             files = {"file": (name, data, mime), "purpose": (None, "generation")}
             read_timeout = max(read_timeout, UPLOAD_READ_TIMEOUT)
+        limit = attempt_seconds(settings, call, deadline)
+        ends = time.monotonic() + limit
         try:
-            response = self._http.request(
-                call.method,
-                settings.url(call.path),
-                json=call.json,
-                files=files,
-                headers=settings.auth_headers,
-                timeout=(CONNECT_TIMEOUT, read_timeout),
-                allow_redirects=False,
-            )
-            return response.status_code, response.headers, response.content
+            with attempt_deadline(limit):
+                response = self._http.request(
+                    call.method,
+                    settings.url(call.path),
+                    json=call.json,
+                    files=files,
+                    headers=settings.auth_headers,
+                    timeout=(min(CONNECT_TIMEOUT, limit), min(read_timeout, limit)),
+                    allow_redirects=False,
+                )
+                return response.status_code, response.headers, response.content
         except requests.RequestException as err:
-            raise transport_error(call.what, err) from None
+            raise transport_error(call.what, err, timed_out=time.monotonic() >= ends) from None
 
     def request(self, call: Call, policy: RetryPolicy | None = None) -> Any:
-        """Send ``call`` with retries; return the decoded JSON (``None`` for a ``missing_ok`` 404)."""
+        """Send ``call`` with retries; return the decoded JSON (``None`` for a ``missing_ok`` 404).
+
+        :param policy: retries and deadline; without one, :class:`RetryPolicy` defaults (300 s).
+        """
         settings = self.settings
-        for attempt in Retrying(**(policy or RetryPolicy()).tenacity_kwargs()):
+        policy = (policy or RetryPolicy()).bounded()
+        deadline = float(policy.deadline)  # type: ignore[arg-type]
+        for attempt in Retrying(**policy.tenacity_kwargs()):
             with attempt:
-                delay = settings.budget.reserve()
+                delay = slot_wait(settings.budget, deadline, call.what)
                 while delay:
                     time.sleep(delay)
-                    delay = settings.budget.recheck()
-                status, headers, body = self._send(settings, call)
+                    delay = slot_wait(settings.budget, deadline, call.what, recheck=True)
+                status, headers, body = self._send(settings, call, deadline)
                 return read_response(call, status, headers, body, settings.budget)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -181,18 +205,21 @@ class KlingHook(BaseHook):
         data = self.request(Call.status(task_or_business_id, missing_ok), policy)
         return None if data is None else KlingTask.from_api(data)
 
-    def get_balance(self) -> dict[str, Any]:
-        """``GET /v1/balance``: the balance of this key (credits are the unit to report)."""
-        data = self.request(Call("GET", "/v1/balance", "balance"))
+    def get_balance(self, policy: RetryPolicy | None = None) -> dict[str, Any]:
+        """``GET /v1/balance``: the balance of this key (credits are the unit to report).
+
+        :param policy: retries and deadline (default: :class:`RetryPolicy`, 300 s).
+        """
+        data = self.request(Call("GET", "/v1/balance", "balance"), policy)
         if not isinstance(data, Mapping) or data.get("success") is False:
             message = data.get("message") if isinstance(data, Mapping) else "malformed body"
             raise KlingAPIError(f"balance failed: {message}", status=200, code="balance_failed")
         return dict(data)
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key with the balance endpoint; report the credits left."""
+        """Check the key with the balance endpoint; report the credits left (answers within 30 s)."""
         try:
-            balance = self.get_balance()
+            balance = self.get_balance(RetryPolicy(default_seconds=TEST_CONNECTION_SECONDS))
         except KlingAuthError:
             return False, "invalid API key (authentication failed)"
         except KlingError as err:
@@ -258,9 +285,7 @@ class KlingHook(BaseHook):
                 code="url_expired",
             )
         read_timeout = self.settings.read_timeout
-        policy = policy or RetryPolicy()
-        if policy.deadline is None:
-            policy = dataclasses.replace(policy, deadline=time.time() + DOWNLOAD_DEADLINE)
+        policy = (policy or RetryPolicy(default_seconds=DOWNLOAD_DEADLINE)).bounded()
         stored: StoredVideo | None = None
         for attempt in Retrying(**policy.tenacity_kwargs()):
             with attempt:
@@ -287,9 +312,17 @@ class KlingHook(BaseHook):
         The file host is not the API: no key is sent, and its 429/503 pause only this download (the
         key's request budget is untouched).
         """
+        from airflow_provider_kling.sync_http import attempt_deadline
+
         headers = {"Accept-Encoding": "identity", "Accept": "*/*", "Authorization": None}
+        left = DOWNLOAD_DEADLINE if deadline is None else max(0.001, deadline - time.time())
         try:
-            with self._http.get(url, stream=True, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout)) as response:
+            with (
+                attempt_deadline(left),
+                self._http.get(
+                    url, stream=True, headers=headers, timeout=(min(CONNECT_TIMEOUT, left), min(read_timeout, left))
+                ) as response,
+            ):
                 if response.status_code != 200:
                     raise _file_host_error(response.status_code, response.headers, response.raw.read(2048))
                 expected = _content_length(response.headers.get("Content-Length"))
@@ -303,7 +336,7 @@ class KlingHook(BaseHook):
                 if expected is not None and written != expected:
                     raise KlingAPIError(f"download truncated: {written} of {expected} bytes", code="connection_error")
                 return response.headers.get("Content-Encoding")
-        except requests.RequestException as err:
+        except (requests.RequestException, TimeoutError) as err:
             raise transport_error("download", err) from None
         except urllib3.exceptions.HTTPError as err:
             raise KlingAPIError(
@@ -319,11 +352,6 @@ class KlingHook(BaseHook):
 
         conn = await get_async_connection(self.kling_conn_id, hook=self)
         self._async_settings = self._settings_from(conn, await get_async_extra_dejson(conn))
-        import aiohttp
-
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT, sock_read=self._async_settings.read_timeout
-        )
         self._session_cm = borrow_session()
         self._session = await self._session_cm.__aenter__()
         return self
@@ -333,12 +361,18 @@ class KlingHook(BaseHook):
         if cm is not None:
             await cm.__aexit__(*exc)
 
-    async def _asend(self, settings: ClientSettings, call: Call) -> tuple[int, Mapping[str, str], bytes]:
+    async def _asend(
+        self, settings: ClientSettings, call: Call, deadline: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
         import aiohttp
 
         if self._session is None:
             raise RuntimeError("use 'async with KlingHook(...) as hook' before calling async methods")
-        timeout = self._timeout
+        # The session is shared by every connection on the loop: proxy and TLS go per request.
+        limit = attempt_seconds(settings, call, deadline)
+        timeout = aiohttp.ClientTimeout(
+            total=limit, sock_connect=min(CONNECT_TIMEOUT, limit), sock_read=settings.read_timeout
+        )
         try:
             async with self._session.request(
                 call.method,
@@ -347,6 +381,8 @@ class KlingHook(BaseHook):
                 headers=settings.auth_headers,
                 timeout=timeout,
                 allow_redirects=False,
+                proxy=settings.api_proxy,
+                ssl=aiohttp_ssl(settings.ca_verify),
             ) as response:
                 return response.status, response.headers, await response.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
@@ -363,26 +399,28 @@ class KlingHook(BaseHook):
         settings = self._async_settings
         if settings is None:
             raise RuntimeError("use 'async with KlingHook(...) as hook' before calling async methods")
+        policy = (policy or RetryPolicy()).bounded()
+        deadline = float(policy.deadline)  # type: ignore[arg-type]
         try:
-            return await self._aattempt(settings, call)
+            return await self._aattempt(settings, call, deadline)
         except KlingError as err:
             if not (is_throttle(err) or is_transient(err)):
                 raise
             first_failure: KlingError | None = err
-        async for attempt in AsyncRetrying(**(policy or RetryPolicy()).tenacity_kwargs()):
+        async for attempt in AsyncRetrying(**policy.tenacity_kwargs()):
             with attempt:
                 if first_failure is not None:
                     failed, first_failure = first_failure, None
                     raise failed
-                return await self._aattempt(settings, call)
+                return await self._aattempt(settings, call, deadline)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _aattempt(self, settings: ClientSettings, call: Call) -> Any:
-        delay = settings.budget.reserve()
+    async def _aattempt(self, settings: ClientSettings, call: Call, deadline: float) -> Any:
+        delay = slot_wait(settings.budget, deadline, call.what)
         while delay:
             await asyncio.sleep(delay)
-            delay = settings.budget.recheck()
-        status, headers, body = await self._asend(settings, call)
+            delay = slot_wait(settings.budget, deadline, call.what, recheck=True)
+        status, headers, body = await self._asend(settings, call, deadline)
         return read_response(call, status, headers, body, settings.budget)
 
     async def aget_task(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import PRESETS, SimulatorConfig
 from .faults import FaultSpec
-from .server import SimulatorServer
+from .server import SimulatorServer, server_ssl_context
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--not-found-grace", type=float, dest="not_found_grace_seconds", help="seconds a new task answers 404")
     add("--language", choices=("en", "zh"), help="language of error messages (default en)")
     add("--fault", action="append", dest="faults", help="start-up fault, e.g. rate_limit:create:3 (repeatable)")
+    add("--status-latency", type=float, dest="status_latency_seconds", help="seconds every status answer takes")
+    add("--proxy-only", action="store_true", default=None, help="answer only requests that come through a proxy")
+    add("--certfile", type=Path, help="serve HTTPS with this PEM certificate chain")
+    add("--keyfile", type=Path, help="the PEM private key of --certfile")
     return parser
 
 
@@ -49,6 +53,8 @@ _CONFIG_ARGS = (
     "not_found_grace_seconds",
     "language",
     "faults",
+    "status_latency_seconds",
+    "proxy_only",
 )
 
 
@@ -94,7 +100,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
     except (ValueError, KeyError) as exc:
         parser.error(str(exc))
-    server = SimulatorServer(config, host=args.host, port=args.port)
+    if args.keyfile and not args.certfile:
+        parser.error("--keyfile needs --certfile")
+    try:
+        context = server_ssl_context(str(args.certfile), args.keyfile and str(args.keyfile)) if args.certfile else None
+    except (OSError, ValueError) as exc:
+        parser.error(f"--certfile/--keyfile: {exc}")
+    server = SimulatorServer(config, host=args.host, port=args.port, ssl_context=context)
     try:
         asyncio.run(serve(server, args.port_file))
     except OSError as exc:

@@ -64,7 +64,8 @@ def _flat_error(text: str, status: int = 400) -> web.Response:
 
 
 def _base_url(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
+    # The Host header keeps the port that aiohttp drops from an absolute-form (proxied) target.
+    return f"{request.scheme}://{request.headers.get('Host') or request.host}"
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -153,11 +154,12 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
             return _envelope1(401, message("auth", language))
         request[KEY_HASH] = key
     spec = state.take_fault(endpoint)
+    await _network_latency(endpoint, state)
     if spec is not None and spec.fault in FILE_FAULTS:
         return await file_fault_response(request, spec)
     if spec is not None and spec.fault == "slow":
         await asyncio.sleep(spec.delay)
-    elif spec is not None and spec.fault not in ("malformed", "drop_after_create"):
+    elif spec is not None and spec.fault not in ("malformed", "drop_after_create", "trickle"):
         return _fault_response(request, spec, endpoint, language)
     if key is not None and endpoint in _QUOTA and state.config.enforce_quota:
         wait, limit, remaining = state.acquire_quota(key, _QUOTA[endpoint], time.monotonic())
@@ -168,7 +170,46 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
         return _truncated(response)
     if spec is not None and spec.fault == "drop_after_create":
         return _drop(request)
+    if spec is not None and spec.fault == "trickle":
+        return await _trickle(request, response, spec.delay)
     return response
+
+
+# -- network conditions (latency, trickling bodies, proxy-only) -----------------------------
+
+
+async def _network_latency(endpoint: str, state: SimState) -> None:
+    """``status_latency_seconds``: a slow status endpoint that holds no other request."""
+    if endpoint == "status" and state.config.status_latency_seconds > 0:
+        await asyncio.sleep(state.config.status_latency_seconds)
+
+
+async def _trickle(request: web.Request, response: web.StreamResponse, interval: float) -> web.StreamResponse:
+    """Send the status line and headers (with the full ``Content-Length``) at once, then the body one
+    byte every ``interval`` seconds: each read is quick, the whole answer is not."""
+    body = response.body if isinstance(response, web.Response) and isinstance(response.body, bytes) else b"{}"
+    slow = web.StreamResponse(status=response.status, headers={"Content-Type": response.content_type})
+    slow.content_length = len(body)
+    await slow.prepare(request)
+    try:
+        for index in range(len(body)):
+            await slow.write(body[index : index + 1])
+            await asyncio.sleep(interval)
+        await slow.write_eof()
+    except ConnectionError:  # the client gave up: that is the point
+        pass
+    return slow
+
+
+def _direct(request: web.Request) -> bool:
+    """A request that reached the simulator without a forward proxy: origin-form, and its ``Host``
+    is the address the simulator is bound to (a proxy tunnel carries the name the client asked for)."""
+    if request.message.url.is_absolute():
+        return False
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    bound = {"localhost", "127.0.0.1", "::1"} | ({str(sockname[0])} if sockname else set())
+    host = (request.host or "").rsplit(":", 1)[0].strip("[]").lower()
+    return host in bound
 
 
 @web.middleware
@@ -178,6 +219,9 @@ async def simulate(request: web.Request, handler: Any) -> web.StreamResponse:
     if endpoint not in ENDPOINTS:
         return await handler(request)
     state = request.app[STATE_KEY]
+    if state.config.proxy_only and _direct(request):
+        text = "proxy_only: this simulator answers only requests that come through a forward proxy"
+        return _json({"error": {"code": 421, "message": text, "type": "misdirected_request"}}, 421)
     state.note_request(endpoint, time.time())
     body = await _read_json(request) if endpoint == "create" else None
     status: int | None = None

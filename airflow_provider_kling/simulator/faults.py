@@ -22,6 +22,7 @@ FAULTS: tuple[str, ...] = (
     "slow",
     "balance_failure",
     "late_visibility",
+    "trickle",
 )
 # -- file-host faults (the public /files/... routes only) -----------------------------------
 #: ``gzip``: a complete video sent with ``Content-Encoding: gzip`` although identity was asked for;
@@ -45,9 +46,11 @@ class FaultSpec:
     :param fault: one of :data:`FAULTS`.
     :param endpoint: one of :data:`ENDPOINTS`.
     :param count: how many matching requests it fires on; ``-1`` means forever.
-    :param retry_after: seconds for ``Retry-After`` (``rate_limit``, ``unavailable``).
+    :param retry_after: seconds for ``Retry-After`` (``rate_limit``, ``unavailable``); 0 or
+        negative sends ``0`` / a negative number, or with ``retry_after_http_date`` a date in the past.
     :param retry_after_http_date: send ``Retry-After`` as an HTTP date instead of seconds.
-    :param delay: seconds to sleep before handling (``slow``).
+    :param delay: seconds to sleep before handling (``slow``); seconds between bytes (``trickle``:
+        the status line and headers at once, then the body one byte at a time).
     :param status: HTTP status of ``server_error`` (500, or 502 for an HTML gateway page).
     """
 
@@ -69,8 +72,8 @@ class FaultSpec:
             raise ValueError(f"fault {self.fault!r} applies only to endpoint {only!r}")
         if isinstance(self.count, bool) or not isinstance(self.count, int) or (self.count < 1 and self.count != -1):
             raise ValueError("count must be a positive integer or -1 (forever)")
-        if self.retry_after < 0 or self.delay < 0:
-            raise ValueError("retry_after and delay must be >= 0")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
         if not 400 <= int(self.status) <= 599:
             raise ValueError("status must be an HTTP error status")
 

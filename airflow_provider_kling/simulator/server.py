@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from typing import Any
 
@@ -39,12 +40,20 @@ class SimulatorServer:
     :param config: timings, credits, keys, rules; defaults to :class:`SimulatorConfig` ().
     :param host: interface to bind (loopback by default).
     :param port: TCP port; 0 picks a free one (see :attr:`port` once started).
+    :param ssl_context: serve HTTPS with this server context (its certificate and key).
     """
 
-    def __init__(self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        config: SimulatorConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.state = SimState(config)
         self.host = host
         self._port = port
+        self.ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -56,9 +65,10 @@ class SimulatorServer:
 
     @property
     def base_url(self) -> str:
-        """``http://<host>:<port>``, the value for the connection's ``host``."""
+        """``http(s)://<host>:<port>``, the value for the connection's ``host``."""
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
-        return f"http://[{host}]:{self._port}" if ":" in host else f"http://{host}:{self._port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://[{host}]:{self._port}" if ":" in host else f"{scheme}://{host}:{self._port}"
 
     @property
     def config(self) -> SimulatorConfig:
@@ -72,7 +82,7 @@ class SimulatorServer:
         await runner.setup()
         assert runner.server is not None
         _track_connections(runner.server, self.state)
-        await web.TCPSite(runner, self.host, self._port).start()
+        await web.TCPSite(runner, self.host, self._port, ssl_context=self.ssl_context).start()
         self._port = runner.addresses[0][1]
         self._runner = runner
         return self
@@ -168,6 +178,13 @@ class SimulatorServer:
     def set_config(self, **changes: Any) -> dict[str, Any]:
         """Change timings, rules etc. at run time (``POST /_sim/config``); returns the new config."""
         return self.state.set_config(**changes)
+
+
+def server_ssl_context(certfile: str, keyfile: str | None = None) -> ssl.SSLContext:
+    """A TLS server context serving ``certfile`` (PEM chain) with ``keyfile`` (PEM key)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 def run_in_thread(config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:

@@ -156,10 +156,130 @@ def test_retry_after_forms():
     assert parse_retry_after("0.5") == 0.5
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
-    assert parse_retry_after("-4") == 0.0
     assert parse_retry_after("99999") == 600.0
     date = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 28 <= parse_retry_after(date) <= 31
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "0.0", "nan", "soon", "", email.utils.formatdate(1e9, usegmt=True)])
+def test_retry_after_now_past_or_unreadable_is_no_hint(value):
+    """No hint, so the backoff (>= 1 s) applies: 0 or a past date must not mean "retry at once"."""
+    assert parse_retry_after(value) is None
+
+
+def test_throttle_without_hint_waits_at_least_one_second():
+    from tenacity import RetryCallState, Retrying
+
+    from airflow_provider_kling.api import RetryPolicy
+
+    kwargs = RetryPolicy(backoff_base=0.001).tenacity_kwargs()
+    state = RetryCallState(Retrying(), None, (), {})
+    state.set_exception((KlingRateLimitError, KlingRateLimitError("429", status=429, retry_after=None), None))
+    assert kwargs["retry"](state) is True
+    assert kwargs["wait"](state) >= 1.0
+
+
+def test_policy_without_deadline_gets_a_finite_one():
+    from airflow_provider_kling.api import DEFAULT_CALL_SECONDS, RetryPolicy
+
+    bounded = RetryPolicy().bounded()
+    assert bounded.deadline is not None and bounded.deadline <= time.time() + DEFAULT_CALL_SECONDS
+    fixed = RetryPolicy(deadline=123.0)
+    assert fixed.bounded() is fixed
+
+
+def test_budget_wait_past_the_deadline_fails_without_taking_a_slot():
+    from airflow_provider_kling.api import slot_wait
+
+    budget = RequestBudget(per_minute=6000)
+    budget.pause(30.0)
+    with pytest.raises(KlingAPIError, match="deadline") as info:
+        slot_wait(budget, time.time() + 5, "status")
+    assert info.value.code == "timeout"
+    assert 25 < slot_wait(budget, time.time() + 60, "status") <= 30
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" sk-abc\n", "sk-abc"),
+        ("\tsk-abc \r\n", "sk-abc"),
+        ("sk-é", "sk-é"),
+    ],
+)
+def test_key_surrounding_whitespace_is_stripped(raw, expected):
+    settings = ClientSettings.from_connection(conn(password=raw), {}, "c")
+    assert str(settings.api_key) == expected
+    assert settings.auth_headers["Authorization"] == f"Bearer {expected}"
+    settings.auth_headers["Authorization"].encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("sk-ab\u200bcd", "zero width space (U+200B) at character 6 of 8"),
+        ("sk-ab\ncd", "(U+000A) at character 6 of 8"),
+        ("sk-\u4e2dcd", "(U+4E2D) at character 4 of 6"),
+        ("sk-\x85cd", "(U+0085) at character 4 of 6"),
+    ],
+)
+def test_key_with_control_or_non_latin1_characters_is_refused(raw, fragment):
+    with pytest.raises(KlingAuthError) as info:
+        ClientSettings.from_connection(conn(password=raw), {}, "c")
+    assert fragment in str(info.value)
+    assert "sk-ab" not in str(info.value) and "cd" not in str(info.value).split("U+")[0][-20:]
+
+
+def test_proxy_decision_env_no_proxy_and_extra(monkeypatch):
+    from airflow_provider_kling.api import proxy_for
+
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("https://toapis.com/v1/x") is None
+    monkeypatch.setenv("HTTPS_PROXY", "proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://plain.corp:8080")
+    assert proxy_for("https://toapis.com/v1/x") == "http://proxy.corp:3128"
+    assert proxy_for("http://127.0.0.1:9/v1/x") == "http://plain.corp:8080"
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.internal")
+    assert proxy_for("http://127.0.0.1:9/v1/x") is None
+    assert proxy_for("https://files.internal/v.mp4") is None
+    assert proxy_for("https://toapis.com/v1/x") == "http://proxy.corp:3128"
+    assert proxy_for("https://toapis.com/v1/x", "http://extra:1") == "http://extra:1"
+
+
+def test_ca_decision_env_and_extra(monkeypatch, tmp_path):
+    from airflow_provider_kling.api import tls_verify
+
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    assert tls_verify() is True
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ca.pem")
+    assert tls_verify() == "/etc/ca.pem"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/requests.pem")
+    assert tls_verify() == "/etc/requests.pem"
+    assert tls_verify(False) is False
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    settings = ClientSettings.from_connection(conn(), {"verify": str(bundle), "proxy": "http://p:3128"}, "c")
+    assert (settings.ca_verify, settings.api_proxy) == (str(bundle), "http://p:3128")
+    assert ClientSettings.from_connection(conn(), {"verify": "false"}, "c").ca_verify is False
+
+
+@pytest.mark.parametrize(
+    ("extras", "fragment"),
+    [
+        ({"proxy": "socks5://p:1080"}, "extra proxy='socks5://p:1080': expected a proxy URL"),
+        ({"proxy": "http://u:hunter2@p:99999"}, "extra proxy='http://u:***@p"),
+        ({"proxy": 3128}, "extra proxy=3128"),
+        ({"verify": "/no/such/ca.pem"}, "extra verify='/no/such/ca.pem': no readable CA bundle"),
+        ({"verify": 1.5}, "extra verify=1.5: expected true, false or a CA bundle path"),
+    ],
+)
+def test_bad_proxy_or_verify_extra_names_it(extras, fragment):
+    with pytest.raises(KlingValidationError) as info:
+        ClientSettings.from_connection(conn(), extras, "c")
+    assert fragment in str(info.value)
+    assert "hunter2" not in str(info.value)
 
 
 def test_budget_paces_after_burst():

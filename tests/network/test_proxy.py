@@ -1,0 +1,104 @@
+"""Every path (sync API calls, upload, download, the trigger's shared aiohttp session) goes through
+the proxy the environment or the ``proxy`` extra names; ``NO_PROXY`` bypasses it.
+
+The simulator here answers only proxied requests (421 otherwise), so a call that went direct fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from airflow_provider_kling.exceptions import KlingValidationError
+from airflow_provider_kling.hooks.kling import KlingHook
+from tests.network.conftest import every_path, sync_paths, trigger_path, use_connection
+from tests.network.proxy import ForwardProxy
+
+
+def _paths_seen(proxy: ForwardProxy) -> set[str]:
+    seen = set()
+    for target in proxy.requests():
+        path = target.split("://", 1)[-1].partition("/")[2]
+        seen.add("/" + path.split("?")[0].rsplit("/", 1)[0] if path.startswith("files") else "/" + path)
+    return seen
+
+
+def _assert_every_path_proxied(proxy: ForwardProxy, task_id: str) -> None:
+    seen = _paths_seen(proxy)
+    for expected in (
+        "/v1/uploads/images",
+        "/v1/balance",
+        "/v1/videos/generations",
+        f"/v1/videos/generations/{task_id}",
+        "/files/videos",
+    ):
+        assert expected in seen, (expected, sorted(seen))
+
+
+@pytest.mark.parametrize("how", ["env", "extra"])
+def test_every_path_goes_through_the_proxy(proxy_sim, monkeypatch, tmp_path, how):
+    with ForwardProxy() as proxy:
+        if how == "env":
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            use_connection(monkeypatch, proxy_sim.base_url)
+        else:
+            use_connection(monkeypatch, proxy_sim.base_url, proxy=proxy.url)
+        result = sync_paths(tmp_path, f"kl_proxy_{how}")
+        _assert_every_path_proxied(proxy, result["task"].id)
+        before = len(proxy.requests())
+        trigger_path(result["task"].id)
+        trigger_polls = proxy.requests()[before:]
+        assert trigger_polls and all(t.endswith(f"/v1/videos/generations/{result['task'].id}") for t in trigger_polls)
+    assert result["video"].read_bytes()[4:8] == b"ftyp"
+    # Nothing reached the simulator directly: it would have answered 421 and the steps above failed.
+    assert all(r["status"] != 421 for r in proxy_sim.requests())
+
+
+def test_the_trigger_path_alone_uses_the_proxy(proxy_sim, monkeypatch):
+    with ForwardProxy() as proxy:
+        use_connection(monkeypatch, proxy_sim.base_url, proxy=proxy.url)
+
+        async def poll():
+            async with KlingHook() as hook:
+                return await hook.aget_task("kl_missing", missing_ok=True)
+
+        assert asyncio.run(poll()) is None
+        assert [t.rsplit("/", 1)[-1] for t in proxy.requests("GET")] == ["kl_missing"]
+
+
+def test_https_through_a_connect_tunnel_with_the_private_ca(tls_sim, pki, monkeypatch, tmp_path):
+    """``https://kling.proxied`` resolves nowhere: only the proxy's tunnel reaches the TLS simulator."""
+    ca, _, _ = pki
+    with ForwardProxy({"kling.proxied:443": ("127.0.0.1", tls_sim.port)}) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        use_connection(monkeypatch, "https://kling.proxied")
+        result = every_path(tmp_path, "kl_proxy_tls")
+        tunnels = proxy.requests("CONNECT")
+    assert tunnels and set(tunnels) == {"kling.proxied:443"}
+    assert result["task"].video_url.startswith("https://kling.proxied/files/videos/")
+    assert result["video"].read_bytes()[4:8] == b"ftyp"
+
+
+def test_no_proxy_bypasses_the_proxy(sim, monkeypatch, tmp_path):
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        use_connection(monkeypatch, sim.base_url)
+        hook = KlingHook()
+        try:
+            hook.get_balance()
+        finally:
+            hook.close()
+        assert len(proxy.requests()) == 1
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        every_path(tmp_path, "kl_no_proxy")
+        assert len(proxy.requests()) == 1
+
+
+def test_a_bad_proxy_extra_fails_before_any_request(sim, monkeypatch):
+    use_connection(monkeypatch, sim.base_url, proxy="socks5://127.0.0.1:1080")
+    hook = KlingHook()
+    with pytest.raises(KlingValidationError, match=r"extra proxy='socks5://127.0.0.1:1080': expected a proxy URL"):
+        hook.get_balance()
+    assert sim.stats()["requests"]["balance"] == 0
