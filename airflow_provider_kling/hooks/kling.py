@@ -339,9 +339,7 @@ class KlingHook(BaseHook):
         except (requests.RequestException, TimeoutError) as err:
             raise transport_error("download", err) from None
         except urllib3.exceptions.HTTPError as err:
-            raise KlingAPIError(
-                f"download interrupted ({type(err).__name__}) after the bytes already written", code="connection_error"
-            ) from None
+            raise transport_error("download", err, timed_out=time.time() >= (deadline or float("inf"))) from None
 
     # ----------------------------------------------------------------- async
 

@@ -181,3 +181,29 @@ def test_trickling_status_line_never_holds_a_sync_call_past_its_deadline(monkeyp
         assert finished, "get_task still reading the status line"
         assert isinstance(outcome, KlingAPIError) and outcome.code == "timeout", outcome
         assert time.time() <= deadline + SLACK
+
+
+def test_trickling_file_host_never_holds_a_download_past_its_deadline(sim, tmp_path):
+    from tests.conftest import wait_terminal
+
+    hook = KlingHook()
+    try:
+        task = wait_terminal(hook, submit_task(business_id="kl_trickle_file").id)
+        sim.add_fault(fault="trickle", endpoint="files", count=-1, delay=1.0)
+        deadline = time.time() + 3
+        finished, outcome, _ = _run_bounded(
+            lambda: hook.download_video(task, tmp_path / "v.mp4", policy=RetryPolicy(deadline=deadline)),
+            3 + SLACK + 5,
+        )
+        assert finished, "download still running 5 s after deadline + slack"
+        assert isinstance(outcome, KlingAPIError) and outcome.code == "timeout", outcome
+        assert time.time() <= deadline + SLACK
+        assert not (tmp_path / "v.mp4").exists()
+    finally:
+        hook.close()
+    # The simulator logs a trickled answer when it ends (the client hung up): let it, so the log of
+    # the next test starts clean.
+    for _ in range(100):
+        if len([r for r in sim.requests() if r["path"].startswith("/files/")]) >= 2:
+            break
+        time.sleep(0.1)
