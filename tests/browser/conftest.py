@@ -8,9 +8,12 @@ are too heavy for every ``make unit`` run.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-BROWSER = "/usr/bin/chromium"
+#: Debian's Chromium (the ``chromium`` package); Playwright launches it instead of downloading a browser.
+BROWSER = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def pytest_configure(config: pytest.Config) -> None:
