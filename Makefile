@@ -39,8 +39,25 @@ e2e: env
 
 test: lint typecheck unit e2e
 
+# The docs site (Sphinx + MyST), strict: warnings are errors, every reference must resolve.
+.PHONY: docs
+docs: env
+	$(RUN) --group docs sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+# Debian's Chromium for the browser test; nothing to do when it is already installed.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+		|| echo "chromium could not be installed: the browser test will be skipped"
+
+# The connection form in the real Airflow UI, in headless Chromium (also refreshes docs/_static/*.png).
+.PHONY: browser
+browser: env chromium
+	$(RUN) --group browser pytest tests/browser -m browser -p no:xdist
+
 bench: env
 	$(RUN) python -m benchmarks.run_all
 
 clean:
-	rm -rf .venv output .bench
+	rm -rf .venv output .bench docs/_build

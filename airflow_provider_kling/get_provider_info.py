@@ -1,10 +1,58 @@
-"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point."""
+"""Provider metadata that Airflow reads through the ``apache_airflow_provider`` entry point.
+
+The connection form is declared here once. Airflow 3.2 and later read ``ui-field-behaviour`` and
+``conn-fields`` from this metadata without importing the hook. Airflow 3.0 and 3.1 ignore both keys
+and ask the hook instead (``KlingHook.get_ui_field_behaviour`` / ``get_connection_form_widgets``),
+which build the same form from :data:`UI_FIELD_BEHAVIOUR` and :data:`CONN_FIELDS`.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from airflow_provider_kling import __version__
+
+#: Standard fields of the ``kling`` connection form: hidden, relabelled, with placeholders. The raw
+#: "Extra Fields JSON" box stays visible on every version (the React UI always shows it).
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login"],
+    "relabeling": {"host": "Base URL", "password": "API key"},
+    "placeholders": {"host": "https://toapis.com (or https://toapis.cn)", "password": "sk-..."},
+}
+
+#: Extra fields of the form (JSON Schema per field), stored as top-level keys of the connection extra.
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "timeout": {
+        "label": "Read timeout (seconds)",
+        "description": "Read timeout of each request in seconds. Empty: 30.",
+        "schema": {"type": ["number", "null"], "default": 30},
+    },
+    "max_requests_per_minute": {
+        "label": "Max requests per minute (this key, per process)",
+        "description": "Client-side request budget shared by every task and trigger using this key "
+        "in one process. Empty: 3000, the API's documented quota.",
+        "schema": {"type": ["number", "null"], "default": 3000},
+    },
+    "business_id_prefix": {
+        "label": "client_business_id prefix",
+        "description": "Namespace for the idempotency ids when several Airflow deployments share one "
+        "ToAPIs account: up to 16 characters of A-Z, a-z, 0-9, _ and -.",
+        "schema": {"type": ["string", "null"], "maxLength": 16},
+    },
+    "proxy": {
+        "label": "Proxy URL",
+        "description": "HTTP(S) proxy for every call of this connection, e.g. http://proxy.internal:3128. "
+        "Empty: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "verify": {
+        "label": "Verify TLS (true, false or a CA bundle path)",
+        "description": "true, false, or the path of a CA bundle file. Empty: REQUESTS_CA_BUNDLE / "
+        "SSL_CERT_FILE from the environment, else the system CAs.",
+        "schema": {"type": ["string", "null"]},
+    },
+}
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -31,33 +79,8 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
                 "connection-type": "kling",
                 "hook-name": "Kling (ToAPIs)",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login", "extra"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {"host": "https://toapis.com (or https://toapis.cn)", "password": "sk-..."},
-                },
-                "conn-fields": {
-                    "timeout": {
-                        "label": "Read timeout (seconds)",
-                        "schema": {"type": ["number", "null"], "default": 30},
-                    },
-                    "max_requests_per_minute": {
-                        "label": "Max requests per minute (this key, per process)",
-                        "schema": {"type": ["number", "null"], "default": 3000},
-                    },
-                    "business_id_prefix": {
-                        "label": "client_business_id prefix (deployments sharing one account)",
-                        "schema": {"type": ["string", "null"], "maxLength": 16},
-                    },
-                    "proxy": {
-                        "label": "Proxy URL (overrides HTTPS_PROXY/HTTP_PROXY/NO_PROXY)",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "verify": {
-                        "label": "Verify TLS: true, false or a CA bundle path (overrides REQUESTS_CA_BUNDLE)",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                },
+                "ui-field-behaviour": copy.deepcopy(UI_FIELD_BEHAVIOUR),
+                "conn-fields": copy.deepcopy(CONN_FIELDS),
             }
         ],
         "extra-links": ["airflow_provider_kling.links.KlingVideoLink"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import time
 from collections.abc import Mapping
@@ -101,11 +102,40 @@ class KlingHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form: only the base URL and the API key, with placeholders."""
+        """The connection form's standard fields: base URL and API key, relabelled, with placeholders.
+
+        Read by Airflow 3.0 and 3.1 only; later versions take the same form from the provider
+        metadata (``ui-field-behaviour`` in :func:`~airflow_provider_kling.get_provider_info.get_provider_info`).
+        """
+        from airflow_provider_kling.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {key.replace("-", "_"): copy.deepcopy(value) for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields for Airflow 3.0 and 3.1.
+
+        Those versions ignore the declarative ``conn-fields`` and build the form from these widgets
+        (the UI substitutes its own stand-ins for the WTForms classes, so FAB need not be installed
+        on 3.1). Airflow 3.2 and later read ``conn-fields`` and never call this. Every field is text:
+        the hook parses numbers and ``true``/``false`` itself, so one form serves every version.
+        """
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import StringField
+        from wtforms.validators import Optional
+
+        from airflow_provider_kling.get_provider_info import CONN_FIELDS
+
         return {
-            "hidden_fields": ["schema", "port", "login", "extra"],
-            "relabeling": {"host": "Base URL", "password": "API key"},
-            "placeholders": {"host": "https://toapis.com (or https://toapis.cn)", "password": "sk-..."},
+            name: StringField(
+                lazy_gettext(spec["label"]),
+                validators=[Optional()],
+                description=spec.get("description", ""),
+                default=None if spec["schema"].get("default") is None else str(spec["schema"]["default"]),
+                widget=BS3TextFieldWidget(),
+            )
+            for name, spec in CONN_FIELDS.items()
         }
 
     # ----------------------------------------------------------------- connection
