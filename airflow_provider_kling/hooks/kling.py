@@ -72,7 +72,7 @@ class KlingHook(BaseHook):
     Every call ends. Each attempt is bounded by wall-clock time (connect + read timeout; a server
     trickling bytes cannot stretch it) and by the call's deadline, and so are the waits for a
     connection and for a request-budget slot (a slot after the deadline fails at once). A call
-    whose policy has no deadline gets one: 300 s (:data:`~.api.DEFAULT_CALL_SECONDS`: a per-minute
+    whose policy has no deadline gets one: 300 s (:data:`~airflow_provider_kling.api.DEFAULT_CALL_SECONDS`: a per-minute
     quota window plus the transient retries, then Airflow's own retries take over) for balance,
     status, upload and download; 30 s for :meth:`test_connection`, which the UI waits for.
 
