@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, AirflowSensorTimeout
 
 
 class KlingError(AirflowException):
@@ -100,6 +100,10 @@ class KlingContentPolicyError(KlingTaskFailedError, AirflowFailException):
 
 class KlingTimeoutError(KlingError):
     """The generation did not finish before the deadline. The remote task keeps running."""
+
+
+class KlingSensorTimeout(KlingTimeoutError, AirflowSensorTimeout):
+    """The sensor's timeout: Airflow's sensor timeout (not retried; ``soft_fail`` makes it a skip)."""
 
 
 def _decode(body: bytes | str | None) -> tuple[Any, str]:

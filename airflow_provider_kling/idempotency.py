@@ -1,10 +1,12 @@
-"""Exactly one paid generation per task instance.
+"""Exactly one paid generation per task instance and request.
 
-Every submit carries a ``client_business_id`` derived from the task instance, and the API replays
+Every submit carries a ``client_business_id`` derived from the task instance and a digest of the
+request body (:meth:`KlingVideoRequest.digest`), and the API replays
 the existing task for a known id. Before submitting, :func:`submit_once` walks the chain of ids this
 task instance may already have used (the base id, then one regeneration id per earlier try) and
 adopts the latest generation that is running or completed, so a retry after a lost response, a
-worker crash or a triggerer restart resumes instead of paying again.
+worker crash or a triggerer restart resumes instead of paying again. An edited request (another
+prompt, mode, image...) has another digest, so another chain: it generates anew.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ import logging
 from dataclasses import dataclass
 
 from airflow_provider_kling.api import RetryPolicy
-from airflow_provider_kling.exceptions import KlingContentPolicyError, KlingTaskFailedError
+from airflow_provider_kling.exceptions import (
+    KlingContentPolicyError,
+    KlingTaskFailedError,
+    KlingTaskFailedFinalError,
+)
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest, TaskStatus
 
@@ -23,13 +29,22 @@ log = logging.getLogger(__name__)
 BASE_ID_PREFIX = "kl_"
 
 
-def base_business_id(dag_id: str, run_id: str, task_id: str, map_index: int = -1, namespace: str = "") -> str:
-    """``kl_`` + 40 hex characters of ``sha256(dag_id, run_id, task_id, map_index)``.
+def base_business_id(
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int = -1,
+    namespace: str = "",
+    request_digest: str = "",
+) -> str:
+    """``kl_`` + 40 hex characters of ``sha256(dag_id, run_id, task_id, map_index, request digest)``.
 
     :param namespace: optional prefix (from the connection) for deployments sharing one account.
+    :param request_digest: :meth:`KlingVideoRequest.digest` of the request: a changed request gets
+        another id, and so a new generation.
     """
-    digest = hashlib.sha256(f"{dag_id}\x1f{run_id}\x1f{task_id}\x1f{map_index}".encode()).hexdigest()
-    return f"{namespace}{BASE_ID_PREFIX}{digest[:40]}"
+    key = f"{dag_id}\x1f{run_id}\x1f{task_id}\x1f{map_index}\x1f{request_digest}"
+    return f"{namespace}{BASE_ID_PREFIX}{hashlib.sha256(key.encode()).hexdigest()[:40]}"
 
 
 def regeneration_id(base_id: str, try_number: int) -> str:
@@ -68,6 +83,7 @@ def submit_once(
     base_id: str,
     try_number: int,
     policy: RetryPolicy | None = None,
+    request_digest: str | None = None,
 ) -> Submission:
     """Adopt this task instance's running or completed generation, or submit exactly one.
 
@@ -75,7 +91,9 @@ def submit_once(
     expired). With none, it submits under the base id when no earlier generation exists, else under
     this try's regeneration id.
 
+    :param request_digest: the request's digest, for the log line that says why a generation is new.
     :raises KlingContentPolicyError: an earlier generation was rejected by the content policy.
+    :raises KlingTaskFailedFinalError: an earlier generation failed because its input is invalid.
     :raises KlingTaskFailedError: this try's own id already exists and its generation failed
         (retryable: the next try generates again under its own id).
     """
@@ -87,6 +105,12 @@ def submit_once(
         log.info("Resuming Kling task %s (%s, %s): nothing new is paid", task.id, business_id, task.status.value)
         return Submission(task, business_id, adopted=True)
     if not found:
+        log.info(
+            "No generation yet for this request (digest %s…) under %s: generating it. "
+            "An edited request (prompt, mode, images...) makes a new generation.",
+            (request_digest or "?")[:12],
+            base_id,
+        )
         return Submission(hook.submit_video(request, base_id, policy=policy), base_id, adopted=False)
 
     for _, task in found:
@@ -94,6 +118,13 @@ def submit_once(
             raise KlingContentPolicyError(
                 f"content policy ({task.error_code}): {task.error_message or 'rejected'}; "
                 f"not generating again (task {task.id})",
+                task_id=task.id,
+                code=task.error_code,
+            )
+        if task.is_input_invalid:
+            raise KlingTaskFailedFinalError(
+                f"generation {task.id} failed: invalid input ({task.error_code}): "
+                f"{task.error_message or 'rejected'}; not generating again with the same input",
                 task_id=task.id,
                 code=task.error_code,
             )

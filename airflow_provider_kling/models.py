@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 import unicodedata
@@ -40,6 +42,24 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 def has_jinja(value: Any) -> bool:
     """Whether ``value`` is a string that still holds a Jinja expression or statement."""
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def is_plain_literal(value: Any) -> bool:
+    """Whether ``value`` is fully known at DAG parse: ``None``/bool/int/float/str, or a list, tuple
+    or dict of those (recursively). Anything else (an ``XComArg``, a list holding one, a
+    ``MappedArgument``, any object Airflow resolves at run time) is checked after resolution."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(is_plain_literal(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain_literal(v) for k, v in value.items())
+    return False
+
+
+def unresolved(value: Any) -> bool:
+    """Whether ``value`` is not known yet: it holds Jinja, or is not a plain literal."""
+    return has_jinja(value) or not is_plain_literal(value)
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -136,7 +156,7 @@ def _image_list(name: str, value: Any, skip_jinja: bool) -> tuple[list[str], int
     """Problems of an ``image_urls`` value and the number of images (``None`` when unknown)."""
     if value is None:
         return [], 0
-    if skip_jinja and has_jinja(value):
+    if skip_jinja and not isinstance(value, (list, tuple)) and unresolved(value):
         return [], None
     if not isinstance(value, (list, tuple)):
         hint = " (a single URL must be wrapped in a list)" if isinstance(value, str) else ""
@@ -145,7 +165,7 @@ def _image_list(name: str, value: Any, skip_jinja: bool) -> tuple[list[str], int
     if len(value) > MAX_IMAGES:
         problems.append(_problem(name, value, f"at most {MAX_IMAGES} URLs (first frame, last frame), got {len(value)}"))
     for i, item in enumerate(value):
-        if not (skip_jinja and has_jinja(item)):
+        if not (skip_jinja and unresolved(item)):
             problems += check_url(f"{name}[{i}]", item)
     return problems, len(value)
 
@@ -193,7 +213,7 @@ def _check_v3_images(extra: Mapping[str, Any], skip_jinja: bool) -> tuple[list[s
 def _check_extra_body(extra: Any, fields: Mapping[str, Any], skip_jinja: bool) -> tuple[list[str], int]:
     if extra is None:
         return [], 0
-    if skip_jinja and has_jinja(extra):
+    if skip_jinja and (has_jinja(extra) or not is_plain_literal(extra)):
         return [], 0
     if not isinstance(extra, Mapping):
         return [_problem("extra_body", extra, "must be a dict of extra API fields")], 0
@@ -238,12 +258,13 @@ def collect_problems(fields: Mapping[str, Any], *, skip_jinja: bool = False) -> 
     """Every problem of a set of request keyword arguments, one line each.
 
     :param fields: the operator's request keyword arguments (missing keys take their defaults).
-    :param skip_jinja: skip values (and list items) that still hold Jinja: used at DAG parse,
-        where templated values are checked again after rendering.
+    :param skip_jinja: skip values (and list items) that are not known yet: Jinja strings and
+        anything that is not a plain literal (see :func:`is_plain_literal`). Used at DAG parse;
+        such values are checked again after rendering/resolution, before any request.
     """
 
     def known(name: str) -> bool:
-        return not (skip_jinja and has_jinja(fields.get(name)))
+        return not (skip_jinja and unresolved(fields.get(name)))
 
     problems: list[str] = []
     if known("model"):
@@ -350,6 +371,23 @@ class KlingVideoRequest:
     def billed_as(self) -> str:
         """The billing line of this request, e.g. ``720P+Sound``."""
         return MODES[self.mode] + ("+Sound" if self.audio else "")
+
+    def digest(self, image_digests: Sequence[str] | None = None) -> str:
+        """A stable digest (sha256 hex) of every field this request sends.
+
+        Canonical JSON of :meth:`to_body` without ``client_business_id``. Image URLs are part of it,
+        unless ``image_digests`` (e.g. the sha256 of each uploaded file's contents) stand in for
+        them, so that images uploaded to fresh URLs on every try keep one digest.
+
+        :param image_digests: stable digests of the input images, in first/last-frame order.
+        """
+        body = self.to_body("")
+        body.pop("client_business_id", None)
+        if image_digests is not None:
+            body.pop("image_urls", None)
+            body["image_digests"] = list(image_digests)
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
     def to_body(self, client_business_id: str) -> dict[str, Any]:
         """The JSON body of ``POST /v1/videos/generations`` (V2 wire form)."""
@@ -489,6 +527,24 @@ def is_content_policy(code: str | None, message: str | None) -> bool:
     return bool(_POLICY_MESSAGE.search(unicodedata.normalize("NFKC", message or "")))
 
 
+#: ``error.code`` spellings that say the input itself is invalid, compared without case, spaces,
+#: dashes, dots or underscores: a new generation with the same input fails the same way.
+INPUT_INVALID_CODES = frozenset({"invalidparameter", "invalidparameters", "invalidrequest", "invalidimage"})
+_INPUT_INVALID_PATTERN = re.compile(r"^(?:image\w*invalid\w*|invalid\w*(?:param|image|prompt|input)\w*)$")
+
+
+def is_input_invalid(code: str | None) -> bool:
+    """Whether a failed task's ``error.code`` says the input is invalid (``InvalidParameter``,
+    ``invalid_parameter``, ``invalid_request``, ``invalid_image``, ``image_format_invalid``...)."""
+    normalised = re.sub(r"[\s_\-.]", "", (code or "").lower())
+    return normalised in INPUT_INVALID_CODES or bool(_INPUT_INVALID_PATTERN.match(normalised))
+
+
+def is_final_failure(code: str | None, message: str | None) -> bool:
+    """Whether a failed generation must not be generated again: content policy or invalid input."""
+    return is_content_policy(code, message) or is_input_invalid(code)
+
+
 @dataclass
 class KlingTask:
     """A generation task as returned by the API, normalised.
@@ -530,13 +586,16 @@ class KlingTask:
         if not isinstance(task_id, (str, int)) or isinstance(task_id, bool) or not str(task_id):
             raise KlingAPIError("malformed task response: no task id", code="malformed_response")
         raw_status = data.get("status")
-        status = normalise_status(raw_status) or TaskStatus.IN_PROGRESS
+        error = data.get("error")
+        # An unknown status word is "running", unless the body carries an error object.
+        status = normalise_status(raw_status) or (
+            TaskStatus.FAILED if isinstance(error, Mapping) and error else TaskStatus.IN_PROGRESS
+        )
         url, fmt = _video(data)
         completed_at = parse_timestamp(data.get("completed_at"))
         expires_at = parse_timestamp(data.get("expires_at"))
         if expires_at is None and completed_at is not None:
             expires_at = completed_at + URL_TTL_FALLBACK
-        error = data.get("error")
         code = message = None
         if isinstance(error, Mapping):
             code = None if error.get("code") is None else str(error.get("code"))
@@ -574,6 +633,16 @@ class KlingTask:
     @property
     def is_content_policy(self) -> bool:
         return self.status is TaskStatus.FAILED and is_content_policy(self.error_code, self.error_message)
+
+    @property
+    def is_input_invalid(self) -> bool:
+        """The generation failed because its input is invalid: generating again fails the same way."""
+        return self.status is TaskStatus.FAILED and is_input_invalid(self.error_code)
+
+    @property
+    def is_final_failure(self) -> bool:
+        """Failed for a reason a new generation cannot fix (content policy or invalid input)."""
+        return self.is_content_policy or self.is_input_invalid
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """Whether the video URL is past ``expires_at``."""

@@ -31,7 +31,7 @@ def test_dagbag_has_no_import_errors(airflow_db, monkeypatch):
     bag = DagBag(dag_folder=str(EXAMPLES))
     assert bag.import_errors == {}
     assert set(DAG_FILES) == set(bag.dag_ids)
-    assert len(DAG_FILES) == 7
+    assert len(DAG_FILES) == 8
 
 
 @pytest.mark.parametrize("module_name", DAG_FILES)
@@ -43,6 +43,11 @@ def test_example_dag_runs(example_env, dags, sim, module_name):
     results = [dags.xcom(run, t) for t in ("wait", "generate", "generate_1080p", "generate_with_audio")]
     if module_name == "example_kling_batch":
         results = [dags.xcom(run, "generate", map_index=i) for i in range(3)]
+    if module_name == "example_kling_taskflow":
+        results = [dags.xcom(run, "generate", map_index=i) for i in range(2)]
+        prompts = [sim.state.tasks[r["id"]].prompt for r in results]
+        assert prompts[0].startswith("a red fox") and prompts[1].startswith("a snow owl")
+        assert dags.xcom(run, "report") == [r["video_url"] for r in results]
     results = [r for r in results if isinstance(r, dict)]
     assert results and all(r["status"] == "completed" and r["video_url"] for r in results)
     assert sim.stats()["tasks_created"] == len(results)

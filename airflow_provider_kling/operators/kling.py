@@ -10,12 +10,20 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_kling.api import RetryPolicy
-from airflow_provider_kling.events import WaitState, jittered, result_from_event
-from airflow_provider_kling.exceptions import KlingError, KlingValidationError
+from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.idempotency import Submission, base_business_id, submit_once
 from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
 from airflow_provider_kling.models import KlingVideoRequest, collect_problems
+from airflow_provider_kling.wait import (
+    DEFAULT_TIMEOUT,
+    DEFER_GRACE_SECONDS,
+    WaitState,
+    check_interval,
+    result_from_event,
+    seconds,
+    wait_blocking,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -32,24 +40,8 @@ REQUEST_FIELDS = (
     "watermark",
     "extra_body",
 )
-DEFAULT_TIMEOUT = 900.0
-MIN_POLL_INTERVAL = 1.0
-#: Extra time the scheduler allows a deferral beyond the trigger's own deadline, so the trigger's
-#: readable timeout event normally arrives first.
-DEFER_GRACE_SECONDS = 60.0
-
-
-def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
-    """A duration given as seconds or a ``timedelta``, checked at DAG parse."""
-    number = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > minimum or number != number:
-        raise KlingValidationError(f"{name}={value!r}: must be a number of seconds (or a timedelta) > {minimum:g}")
-    return float(number)
-
-
-def check_interval(name: str, value: float) -> float:
-    """A poll interval in seconds: at least 1 s."""
-    return seconds(name, value, MIN_POLL_INTERVAL - 1e-9)
+#: XCom key of the request digest (what the generation's ``client_business_id`` covers).
+REQUEST_DIGEST_XCOM_KEY = "kling_request_digest"
 
 
 class KlingSubmitOperator(BaseOperator):
@@ -57,8 +49,10 @@ class KlingSubmitOperator(BaseOperator):
 
     The submit is idempotent per task instance: a retry resumes the generation it already started
     (looked up by ``client_business_id``) and pays again only after a retryable failure. XCom:
-    ``return_value`` and ``kling_task_id`` hold the task id, ``client_business_id`` its id.
-    Literal request values are checked at DAG parse, rendered ones before any request.
+    ``return_value`` and ``kling_task_id`` hold the task id, ``client_business_id`` its id,
+    ``kling_request_digest`` the digest of the request. Every request argument may be a TaskFlow
+    output, hold one, or be mapped with ``expand``: plain literal values are checked at DAG parse,
+    rendered and resolved ones before any request. An edited request is a new generation.
 
     :param prompt: what to generate (1-2500 characters).
     :param mode: ``std`` (720P) or ``pro`` (1080P).
@@ -74,7 +68,7 @@ class KlingSubmitOperator(BaseOperator):
     :param submit_timeout: how long the submit may wait out 429/503 (seconds or timedelta; 15 min).
     """
 
-    template_fields: Sequence[str] = REQUEST_FIELDS
+    template_fields: Sequence[str] = (*REQUEST_FIELDS, "model")
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -122,15 +116,18 @@ class KlingSubmitOperator(BaseOperator):
         """Validate, then adopt or submit this task instance's generation; push its ids to XCom."""
         request = self.build_request()
         ti = context["ti"]
+        digest = request.digest()
         base_id = base_business_id(
             ti.dag_id,
             ti.run_id,
             ti.task_id,
             -1 if ti.map_index is None else ti.map_index,
             hook.settings.business_id_prefix,
+            digest,
         )
         policy = RetryPolicy(deadline=time.time() + self.submit_timeout)
-        submission = submit_once(hook, request, base_id, ti.try_number, policy=policy)
+        submission = submit_once(hook, request, base_id, ti.try_number, policy=policy, request_digest=digest)
+        ti.xcom_push(key=REQUEST_DIGEST_XCOM_KEY, value=digest)
         ti.xcom_push(key="kling_task_id", value=submission.task.id)
         ti.xcom_push(key="client_business_id", value=submission.client_business_id)
         return submission
@@ -207,19 +204,3 @@ class KlingGenerateVideoOperator(KlingSubmitOperator):
 
     def on_kill(self) -> None:
         self.log.warning("Stopped waiting. Kling has no cancel endpoint: the generation continues and is billed.")
-
-
-def wait_blocking(hook: KlingHook, state: WaitState, poll_interval: float) -> dict[str, Any]:
-    """Wait in this process (``deferrable=False``) with the sync hook; same decisions as the trigger."""
-    policy = RetryPolicy(deadline=state.end_time, transient_attempts=3)
-    while True:
-        remaining = state.remaining()
-        if remaining <= 0:
-            return state.timeout_event()
-        time.sleep(min(jittered(poll_interval), remaining))
-        try:
-            event = state.on_task(hook.get_task(state.kling_task_id, policy=policy, missing_ok=True))
-        except KlingError as err:
-            event = state.on_error(err)
-        if event is not None:
-            return event

@@ -1,7 +1,28 @@
-"""KlingVideoSensor: waits for a Kling generation, on the triggerer when deferrable."""
+"""KlingVideoSensor: waits for a Kling generation, on the triggerer when deferrable.
+
+The wait is :mod:`airflow_provider_kling.wait`'s: ``poke`` and the check before deferring are one
+:func:`~airflow_provider_kling.wait.poll` each, judged by one :class:`WaitState`.
+
+State across reschedules: in ``reschedule`` mode Airflow rebuilds the sensor for every poke, and on
+Airflow 3.3 the execution API clears the task instance's XComs at the start of every poke that is
+not a resumption from a deferral (``ti_run`` sends ``xcom_keys_to_clear`` when ``next_method`` is
+unset), so XCom cannot carry the wait. The task state store (``context["task_state_store"]``,
+scoped to the task instance try and kept across its reschedules) can: the sensor keeps
+``WaitState.to_dict()`` (first-404 time, error counters, deadline) under the key
+:data:`STATE_KEY` and restores it at the next poke. Without a state store (older Airflow) the
+counters live in the instance, which is enough for ``poke`` mode. The deadline in reschedule mode
+is the first reschedule date + ``timeout``, as Airflow's own sensor timeout counts it.
+
+Airflow's meaning of ``soft_fail``: a timeout becomes a skip, a failure stays a failure. The task
+SDK's ``BaseSensorOperator`` also skips every ``AirflowFailException`` raised by ``poke`` and every
+``AirflowException`` raised by ``execute_complete``; this sensor therefore carries failures past
+that handling, so a failed generation is never skipped, while its :class:`KlingSensorTimeout` is,
+in ``poke``, ``reschedule`` and deferrable mode alike.
+"""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -9,20 +30,42 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
 )
 
-from airflow_provider_kling.api import RetryPolicy, is_throttle, is_transient
-from airflow_provider_kling.events import WaitState, result_from_event
-from airflow_provider_kling.exceptions import KlingError, KlingTimeoutError, KlingValidationError
+from airflow_provider_kling.exceptions import KlingSensorTimeout, KlingTimeoutError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from airflow_provider_kling.operators.kling import DEFAULT_TIMEOUT, DEFER_GRACE_SECONDS, check_interval, seconds
+from airflow_provider_kling.wait import (
+    DEFAULT_TIMEOUT,
+    DEFER_GRACE_SECONDS,
+    NOT_FOUND_GRACE_SECONDS,
+    WaitState,
+    check_interval,
+    poll,
+    result_from_event,
+    seconds,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: Key of the wait's counters in the task state store (reschedule mode).
+STATE_KEY = "kling_sensor_wait"
+#: What a rendered ``kling_task_id`` can never be: empty, a null spelled out, a list/dict/tuple repr.
+_IMPOSSIBLE_ID = re.compile(r"^(?:|none|null|nil|undefined|\[.*|\{.*|\(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+class _PokeFailure(Exception):
+    """Carries a failure out of ``poke`` past the base sensor's ``soft_fail`` handling (which would
+    turn any ``AirflowFailException`` into a skip); :meth:`KlingVideoSensor.execute` re-raises it."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class KlingVideoSensor(BaseSensorOperator):
@@ -30,13 +73,16 @@ class KlingVideoSensor(BaseSensorOperator):
 
     With ``deferrable=True`` it checks once (one attempt: a finished generation returns at once; a
     429/503 or transient error defers straight away) and then waits on the triggerer, holding no
-    worker slot. A sensor cannot regenerate: a failed generation fails it without retries. A
-    timeout is retryable: the retry waits again for the same generation with a fresh deadline.
+    worker slot. A sensor cannot regenerate: a failed generation fails it without retries, also
+    under ``soft_fail``. Its timeout is :class:`KlingSensorTimeout`, Airflow's sensor timeout: not
+    retried, and ``soft_fail=True`` makes it a skip in every mode.
 
     :param kling_task_id: the task id (templated), e.g. ``"{{ ti.xcom_pull(task_ids='submit') }}"``.
     :param kling_conn_id: the Airflow connection id.
     :param poke_interval: seconds between polls (>= 1; default 10).
     :param timeout: how long to wait (seconds or timedelta; default 900).
+    :param not_found_grace: how long the task id may answer 404 (counted from the first 404)
+        before the sensor fails (seconds or timedelta; default 60).
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
     """
 
@@ -49,8 +95,9 @@ class KlingVideoSensor(BaseSensorOperator):
         *,
         kling_task_id: str,
         kling_conn_id: str = KlingHook.default_conn_name,
-        poke_interval: float = 10.0,
+        poke_interval: float | timedelta = 10.0,
         timeout: float | timedelta = DEFAULT_TIMEOUT,
+        not_found_grace: float | timedelta = NOT_FOUND_GRACE_SECONDS,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -61,34 +108,73 @@ class KlingVideoSensor(BaseSensorOperator):
         )
         self.kling_task_id = kling_task_id
         self.kling_conn_id = kling_conn_id
+        self.not_found_grace = seconds("not_found_grace", not_found_grace, -1e-9)
         self.deferrable = deferrable
         self._state: WaitState | None = None
 
-    def _wait_state(self) -> WaitState:
-        if self._state is None or self._state.kling_task_id != self.kling_task_id:
-            self._state = WaitState(str(self.kling_task_id), None, time.time() + float(self.timeout))
-        return self._state
+    # ------------------------------------------------------------------ helpers
+
+    def _task_id(self) -> str:
+        """The rendered task id, or a non-retryable error pointing at the template."""
+        value = self.kling_task_id
+        text = value.strip() if isinstance(value, str) else ""
+        if not isinstance(value, str) or _IMPOSSIBLE_ID.match(text) or re.search(r"[\s/\\]", value):
+            raise KlingValidationError(
+                f"kling_task_id={value!r}: cannot be a Kling task id (empty, None/null, a list or dict, or "
+                "containing whitespace or slashes); check the kling_task_id template, e.g. "
+                "\"{{ ti.xcom_pull(task_ids='submit') }}\" must pull from a task that returned an id"
+            )
+        return value
+
+    def _timeout_error(self, detail: str = "") -> KlingSensorTimeout:
+        return KlingSensorTimeout(
+            detail
+            or f"timed out after {float(self.timeout):g} s waiting for Kling task {self.kling_task_id}; "
+            "the generation keeps running remotely"
+        )
+
+    def _wait_state(self, context: Context) -> WaitState:
+        task_id = self._task_id()
+        if self._state is not None and self._state.kling_task_id == task_id:
+            return self._state
+        start = time.time()
+        if self.reschedule:
+            first = context["ti"].get_first_reschedule_date(context)
+            start = first.timestamp() if first is not None else start
+        state = WaitState(task_id, None, start + float(self.timeout), self.not_found_grace)
+        store = context.get("task_state_store") if self.reschedule else None
+        if store is not None and state.restore(store.get(STATE_KEY)):
+            self.log.info(
+                "Resuming the wait for %s: %d poll error(s) in a row, 404 since %s",
+                task_id,
+                state.errors,
+                state.missing_since,
+            )
+        self._state = state
+        return state
+
+    def _save(self, context: Context, state: WaitState) -> None:
+        store = context.get("task_state_store") if self.reschedule else None
+        if store is not None:
+            store.set(STATE_KEY, state.to_dict())
+
+    # ------------------------------------------------------------------ Airflow entry points
 
     def execute(self, context: Context) -> Any:
-        if not self.kling_task_id or not isinstance(self.kling_task_id, str):
-            raise KlingValidationError(f"kling_task_id={self.kling_task_id!r}: no task id to wait for")
+        task_id = self._task_id()
         if not self.deferrable:
             try:
                 return super().execute(context)
-            except AirflowSensorTimeout:
-                raise KlingTimeoutError(
-                    f"timed out after {float(self.timeout):g} s waiting for Kling task "
-                    f"{self.kling_task_id}; the generation keeps running"
-                ) from None
-        state = self._wait_state()
+            except _PokeFailure as carried:
+                raise carried.error from None
+            except KlingSensorTimeout:
+                raise
+            except AirflowSensorTimeout as err:  # the base sensor's own clock
+                raise self._timeout_error() from err
+        state = self._wait_state(context)
         hook = KlingHook(self.kling_conn_id)
         try:
-            event = state.on_task(hook.get_task(state.kling_task_id, RetryPolicy.single_attempt(), missing_ok=True))
-        except KlingError as err:
-            if not (is_throttle(err) or is_transient(err)):
-                raise
-            self.log.info("Status check failed (%s); waiting on the triggerer", err)
-            event = None
+            event = poll(hook, state)  # one attempt: a throttle or transient error defers at once
         finally:
             hook.close()
         if event is not None:
@@ -98,27 +184,54 @@ class KlingVideoSensor(BaseSensorOperator):
         from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
         self.defer(
-            trigger=KlingVideoTrigger(state.kling_task_id, self.kling_conn_id, self.poke_interval, state.end_time),
+            trigger=KlingVideoTrigger(task_id, self.kling_conn_id, self.poke_interval, state.end_time),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout) + DEFER_GRACE_SECONDS),
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
-        state = self._wait_state()
+        state = self._wait_state(context)
+        if state.remaining() <= 0:
+            raise self._timeout_error()
         hook = KlingHook(self.kling_conn_id)
         try:
-            event = state.on_task(hook.get_task(state.kling_task_id, missing_ok=True))
-        except KlingError as err:
-            event = state.on_error(err)
+            event = poll(hook, state)
         finally:
             hook.close()
+        self._save(context, state)
         if event is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self.execute_complete(context, event))
+        try:
+            result = self.execute_complete(context, event)
+        except KlingSensorTimeout:
+            raise
+        except Exception as err:
+            raise _PokeFailure(err) from err
+        return PokeReturnValue(is_done=True, xcom_value=result)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Turn the trigger's event into the result, or raise the matching Kling error (never retried
         for a failed generation: a sensor cannot make a new one)."""
-        result = result_from_event(event, can_regenerate=False)
+        try:
+            result = result_from_event(event, can_regenerate=False)
+        except KlingTimeoutError as err:
+            raise self._timeout_error(str(err)) from None
         context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=result["video_url"])
         return result
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Back from the trigger: a timeout (ours or the deferral's) is a skip under ``soft_fail``;
+        a failure is never skipped (the base sensor would skip any ``AirflowException``)."""
+        from airflow.sdk.exceptions import TaskDeferralTimeout
+
+        try:
+            return super(BaseSensorOperator, self).resume_execution(next_method, next_kwargs, context)
+        except (KlingSensorTimeout, TaskDeferralTimeout) as err:
+            timeout = err if isinstance(err, KlingSensorTimeout) else self._timeout_error()
+            if self.soft_fail or self.never_fail:
+                raise AirflowSkipException(f"Skipping on timeout (soft_fail): {timeout}") from err
+            raise timeout from None
+        except Exception as err:
+            if self.never_fail:
+                raise AirflowSkipException("Skipping due to never_fail is set to True.") from err
+            raise

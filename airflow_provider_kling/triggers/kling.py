@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kling.api import RetryPolicy
-from airflow_provider_kling.events import EventStatus, WaitState, jittered
-from airflow_provider_kling.exceptions import KlingError
 from airflow_provider_kling.hooks.kling import KlingHook
-
-#: Attempts per poll for connection errors, 5xx and malformed bodies (429/503 wait until the deadline).
-POLL_ATTEMPTS = 3
+from airflow_provider_kling.wait import DEFAULT_TIMEOUT, WaitState, await_event
 
 
 class KlingVideoTrigger(BaseTrigger):
     """Poll a Kling task until it completes, fails or the deadline passes; yield exactly one event.
 
     Every trigger on the event loop polls through one shared HTTP session; the connection (and so
-    the API key) is resolved asynchronously inside :meth:`run` and never stored in the kwargs.
+    the API key) is resolved asynchronously inside :meth:`run` and never stored in the kwargs. The
+    wait itself is :func:`airflow_provider_kling.wait.await_event`; any exception becomes the one
+    ``error`` event.
 
     :param kling_task_id: the Kling task id (or ``client_business_id``) to wait for.
     :param kling_conn_id: the Airflow connection id.
@@ -43,7 +39,7 @@ class KlingVideoTrigger(BaseTrigger):
         self.kling_task_id = kling_task_id
         self.kling_conn_id = kling_conn_id
         self.poll_interval = float(poll_interval)
-        self.end_time = float(end_time) if end_time is not None else time.time() + 900.0
+        self.end_time = float(end_time) if end_time is not None else time.time() + DEFAULT_TIMEOUT
         self.client_business_id = client_business_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -65,23 +61,7 @@ class KlingVideoTrigger(BaseTrigger):
         state = WaitState(self.kling_task_id, self.client_business_id, self.end_time)
         try:
             async with KlingHook(self.kling_conn_id) as hook:
-                event = await self._wait(hook, state)
-        except KlingError as err:  # the connection itself is unusable (no key, bad host)
-            event = state.event(EventStatus.ERROR, str(err), getattr(err, "code", None), type(err).__name__)
+                event = await await_event(hook, state, self.poll_interval)
+        except Exception as err:  # whatever happens inside, exactly one event
+            event = state.error_event(err)
         yield TriggerEvent(event)
-
-    async def _wait(self, hook: KlingHook, state: WaitState) -> dict[str, Any]:
-        policy = RetryPolicy(deadline=self.end_time, transient_attempts=POLL_ATTEMPTS)
-        while True:
-            remaining = state.remaining()
-            if remaining <= 0:
-                return state.timeout_event()
-            await asyncio.sleep(min(jittered(self.poll_interval), remaining))
-            try:
-                task = await hook.aget_task(self.kling_task_id, policy=policy, missing_ok=True)
-            except KlingError as err:
-                event = state.on_error(err)
-            else:
-                event = state.on_task(task)
-            if event is not None:
-                return event

@@ -29,8 +29,9 @@ class CrashAfterSubmitMixin:
     def submit(self, context, hook):
         ti = context["ti"]
         if ti.try_number in self.crash_on_tries:
-            base = base_business_id(ti.dag_id, ti.run_id, ti.task_id, ti.map_index)
-            submit_once(hook, self.build_request(), base, ti.try_number)
+            request = self.build_request()
+            base = base_business_id(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, request_digest=request.digest())
+            submit_once(hook, request, base, ti.try_number)
             raise RuntimeError("worker crashed after submit")
         return super().submit(context, hook)
 
@@ -41,6 +42,10 @@ class CrashAfterSubmit(CrashAfterSubmitMixin, KlingSubmitOperator):
 
 class CrashAfterRegeneration(CrashAfterSubmitMixin, KlingGenerateVideoOperator):
     crash_on_tries = (2,)
+
+
+def digest(prompt: str) -> str:
+    return KlingVideoRequest.from_kwargs(prompt=prompt).digest()
 
 
 def dag_with(op_factory, dag_id):
@@ -70,7 +75,9 @@ def test_crash_between_submit_and_xcom_push_resumes(dags, sim):
     run = dags.run(dag)
     assert dags.states(run) == {"submit": "success"} and dags.tries(run, "submit") == 2
     assert sim.stats()["tasks_created"] == 1
-    assert dags.xcom(run, "submit", "client_business_id") == base_business_id(run.dag_id, run.run_id, "submit", -1)
+    assert dags.xcom(run, "submit", "client_business_id") == base_business_id(
+        run.dag_id, run.run_id, "submit", -1, request_digest=digest("p")
+    )
 
 
 def test_retryable_failure_makes_exactly_one_new_generation(dags, sim):
@@ -88,7 +95,7 @@ def test_retryable_failure_makes_exactly_one_new_generation(dags, sim):
     )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "success"} and dags.tries(run, "gen") == 2
-    base = base_business_id(run.dag_id, run.run_id, "gen", -1)
+    base = base_business_id(run.dag_id, run.run_id, "gen", -1, request_digest=digest("p [sim:fail_first=1]"))
     assert dags.xcom(run, "gen", "client_business_id") == regeneration_id(base, 2)
     assert sim.stats()["tasks_created"] == 2
 
@@ -110,7 +117,7 @@ def test_crash_after_regeneration_never_pays_a_third_time(dags, sim):
     )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "success"} and dags.tries(run, "gen") == 3
-    base = base_business_id(run.dag_id, run.run_id, "gen", -1)
+    base = base_business_id(run.dag_id, run.run_id, "gen", -1, request_digest=digest("p [sim:fail_first=1]"))
     assert dags.xcom(run, "gen", "client_business_id") == regeneration_id(base, 2)
     assert sim.stats()["tasks_created"] == 2
 

@@ -10,6 +10,7 @@ from airflow.sdk import DAG
 
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.idempotency import base_business_id
+from airflow_provider_kling.models import KlingVideoRequest
 from airflow_provider_kling.operators.kling import KlingGenerateVideoOperator, KlingSubmitOperator
 from airflow_provider_kling.sensors.kling import KlingVideoSensor
 
@@ -38,7 +39,9 @@ def test_submit_then_deferrable_sensor(dags, sim):
     assert task_id.startswith("video_")
     assert dags.xcom(run, "submit", "kling_task_id") == task_id
     business_id = dags.xcom(run, "submit", "client_business_id")
-    assert business_id == base_business_id(run.dag_id, run.run_id, "submit", -1)
+    request = KlingVideoRequest.from_kwargs(prompt="a lighthouse in a storm", duration=10)
+    assert business_id == base_business_id(run.dag_id, run.run_id, "submit", -1, request_digest=request.digest())
+    assert dags.xcom(run, "submit", "kling_request_digest") == request.digest()
     result = dags.xcom(run, "wait")
     assert result["id"] == task_id and result["status"] == "completed"
     assert result["video_url"].endswith(f"{task_id}.mp4")

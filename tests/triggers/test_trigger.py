@@ -142,3 +142,18 @@ async def test_no_connection_key_is_error_event(sim, monkeypatch):
     payload = await one_event(KlingVideoTrigger("video_x", poll_interval=0.1, end_time=time.time() + 10))
     assert payload["status"] == "error" and "no API key" in payload["message"]
     assert sim.stats()["requests"]["total"] == 0
+
+
+async def test_any_exception_becomes_the_one_error_event(sim):
+    # An unknown connection raises AirflowNotFoundException (not a Kling error) inside run().
+    payload = await one_event(KlingVideoTrigger("video_x", "no_such_connection", 0.1, time.time() + 10))
+    assert payload["status"] == "error" and payload["kling_task_id"] == "video_x"
+    assert payload["error_type"] and "no_such_connection" in payload["message"]
+
+
+async def test_throttled_polls_wait_for_retry_after_then_finish(sim):
+    task = submit_task(business_id="kl_throttled_poll")
+    sim.add_fault(fault="rate_limit", endpoint="status", count=3, retry_after=1)
+    payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 30))
+    assert payload["status"] == "success"
+    assert sim.stats()["faults_fired"].get("rate_limit") == 3

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_kling.api import Call, parse_retry_after, read_response
-from airflow_provider_kling.events import WaitState, result_from_event
 from airflow_provider_kling.exceptions import KlingError, error_from_response
 from airflow_provider_kling.models import KlingTask
 from airflow_provider_kling.ratelimit import RequestBudget
+from airflow_provider_kling.wait import WaitState, result_from_event
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
 json_values = st.recursive(

@@ -275,3 +275,109 @@ def test_malformed_task_bodies_raise_kling_errors(body):
 )
 def test_content_policy_classifier(code, message, policy):
     assert is_content_policy(code, message) is policy
+
+
+class Resolvable:
+    """Stands in for an XComArg/MappedArgument: anything Airflow resolves at run time."""
+
+    def resolve(self, context):  # pragma: no cover - never called here
+        return "resolved"
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        (None, True),
+        ("x", True),
+        (5, True),
+        (1.5, True),
+        (True, True),
+        (["a", ("b", 1)], True),
+        ({"k": [1, {"j": None}]}, True),
+        (Resolvable(), False),
+        ([URL, Resolvable()], False),
+        ({"metadata": Resolvable()}, False),
+        (object(), False),
+    ],
+)
+def test_plain_literal_detection(value, plain):
+    from airflow_provider_kling.models import is_plain_literal
+
+    assert is_plain_literal(value) is plain
+
+
+def test_unresolved_values_are_skipped_at_parse_but_literals_are_checked():
+    later = Resolvable()
+    fields = {
+        "prompt": later,
+        "mode": later,
+        "duration": later,
+        "aspect_ratio": later,
+        "audio": later,
+        "watermark": later,
+        "negative_prompt": later,
+        "model": later,
+        "extra_body": {"metadata": later},
+        "image_urls": [later, later],
+    }
+    assert collect_problems(fields, skip_jinja=True) == []
+    problems = collect_problems({"prompt": later, "image_urls": [later, "data:x"], "mode": "ultra"}, skip_jinja=True)
+    assert len(problems) == 2 and "mode=" in problems[0] and "image_urls[1]" in problems[1]
+    with pytest.raises(KlingValidationError, match="must be a string"):
+        KlingVideoRequest.from_kwargs(prompt=later)
+
+
+def test_digest_covers_every_field_sent_and_nothing_else():
+    base = build()
+    assert base.digest() == build().digest() and len(base.digest()) == 64
+    changed = [
+        build(prompt="a dog"),
+        build(mode="pro"),
+        build(duration=10),
+        build(aspect_ratio="1:1"),
+        build(image_urls=[URL]),
+        build(audio=True),
+        build(negative_prompt="blur"),
+        build(watermark=True),
+        build(extra_body={"seed": 1}),
+    ]
+    assert len({base.digest(), *(r.digest() for r in changed)}) == len(changed) + 1
+    assert build(duration="5").digest() == base.digest()  # the same body is the same request
+    # Images uploaded to fresh URLs keep one digest when their contents' digests stand in.
+    one, two = build(image_urls=[URL]), build(image_urls=[URL2])
+    assert one.digest() != two.digest()
+    assert one.digest(image_digests=["sha-a"]) == two.digest(image_digests=["sha-a"])
+    assert one.digest(image_digests=["sha-a"]) != one.digest(image_digests=["sha-b"])
+
+
+@pytest.mark.parametrize(
+    ("code", "invalid"),
+    [
+        ("InvalidParameter", True),
+        ("invalid_parameter", True),
+        ("INVALID-PARAMETER", True),
+        ("invalid_request", True),
+        ("invalid_image", True),
+        ("image_format_invalid", True),
+        ("ImageSizeInvalid", True),
+        ("generation_failed", False),
+        ("content_policy_violation", False),
+        ("internal_error", False),
+        ("invalid_api_key", False),
+        (None, False),
+        ("", False),
+    ],
+)
+def test_input_invalid_classifier(code, invalid):
+    from airflow_provider_kling.models import is_input_invalid
+
+    assert is_input_invalid(code) is invalid
+    task = KlingTask.from_api({"id": "v", "status": "failed", "error": {"code": code, "message": "m"}})
+    assert task.is_input_invalid is invalid and task.is_final_failure is (invalid or code == "content_policy_violation")
+
+
+def test_unknown_status_with_error_object_is_failed():
+    task = KlingTask.from_api({"id": "v", "status": "exploded", "error": {"code": "internal", "message": "boom"}})
+    assert task.status is TaskStatus.FAILED and task.error_code == "internal"
+    assert KlingTask.from_api({"id": "v", "status": "exploded", "error": {}}).status is TaskStatus.IN_PROGRESS
+    assert KlingTask.from_api({"id": "v", "status": "exploded"}).status is TaskStatus.IN_PROGRESS
