@@ -12,7 +12,7 @@ Every poll is one HTTP attempt (:data:`POLL_POLICY`: no tenacity inside a poll);
 alone decides what happens next: 429/503 wait ``max(interval, Retry-After)`` within the deadline,
 transient errors (5xx, connection errors, malformed bodies) are counted and end the wait after
 :data:`MAX_CONSECUTIVE_ERRORS` in a row, a 404 is tolerated for :data:`NOT_FOUND_GRACE_SECONDS`
-counted from the first 404. :meth:`WaitState.to_dict`/:meth:`WaitState.from_dict` carry the
+counted from the first 404. :meth:`WaitState.to_dict`/:meth:`WaitState.restore` carry the
 counters across reschedules (the sensor keeps them in the task state store).
 
 Event (JSON only)::
