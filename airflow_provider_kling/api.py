@@ -431,9 +431,9 @@ class RetryPolicy:
         return dataclasses.replace(self, deadline=time.time() + self.default_seconds)
 
     @classmethod
-    def single_attempt(cls) -> RetryPolicy:
-        """One attempt, no waiting (the sensor's check before it defers)."""
-        return cls(transient_attempts=1, throttle_retries=False)
+    def single_attempt(cls, deadline: float | None = None) -> RetryPolicy:
+        """One attempt, no waiting (a poll of a wait), ending by ``deadline`` when one is given."""
+        return cls(deadline=deadline, transient_attempts=1, throttle_retries=False)
 
     def _backoff(self, failures: int) -> float:
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** max(0, failures - 1))

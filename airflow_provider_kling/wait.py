@@ -8,7 +8,7 @@ Who calls what::
     KlingVideoSensor.poke (poke and reschedule modes)   ──► poll(...)                     ─┘
     execute_complete of the sensor and the generate operator ──► result_from_event(event)
 
-Every poll is one HTTP attempt (:data:`POLL_POLICY`: no tenacity inside a poll); :class:`WaitState`
+Every poll is one HTTP attempt (:func:`poll_policy`: no tenacity inside a poll, bounded by the wait's deadline); :class:`WaitState`
 alone decides what happens next: 429/503 wait ``max(interval, Retry-After)`` within the deadline,
 transient errors (5xx, connection errors, malformed bodies) are counted and end the wait after
 :data:`MAX_CONSECUTIVE_ERRORS` in a row, a 404 is tolerated for :data:`NOT_FOUND_GRACE_SECONDS`
@@ -65,8 +65,6 @@ MAX_CONSECUTIVE_ERRORS = 10
 #: Extra polls when the API says ``completed`` but gives no URL, before it is a contract error.
 NO_URL_EXTRA_POLLS = 3
 JITTER = 0.05
-#: The one poll policy: a poll is a single attempt; WaitState decides about the next one.
-POLL_POLICY = RetryPolicy.single_attempt()
 
 
 def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
@@ -278,10 +276,16 @@ class WaitState:
 # ---------------------------------------------------------------------- the poll step
 
 
+def poll_policy(state: WaitState) -> RetryPolicy:
+    """The one poll policy: a single attempt (WaitState decides about the next one) that ends by the
+    wait's deadline, so a slow or trickling server never holds a poll past it."""
+    return RetryPolicy.single_attempt(state.end_time)
+
+
 def poll(hook: KlingHook, state: WaitState) -> dict[str, Any] | None:
     """One status check (one HTTP attempt) with the sync hook; the event that ends the wait, or ``None``."""
     try:
-        task = hook.get_task(state.kling_task_id, policy=POLL_POLICY, missing_ok=True)
+        task = hook.get_task(state.kling_task_id, policy=poll_policy(state), missing_ok=True)
     except Exception as err:  # every failure is the state's to judge
         return state.on_error(err)
     return state.on_task(task)
@@ -290,7 +294,7 @@ def poll(hook: KlingHook, state: WaitState) -> dict[str, Any] | None:
 async def apoll(hook: KlingHook, state: WaitState) -> dict[str, Any] | None:
     """Async :func:`poll`, on the event loop's shared session."""
     try:
-        task = await hook.aget_task(state.kling_task_id, policy=POLL_POLICY, missing_ok=True)
+        task = await hook.aget_task(state.kling_task_id, policy=poll_policy(state), missing_ok=True)
     except Exception as err:
         return state.on_error(err)
     return state.on_task(task)
