@@ -126,3 +126,17 @@ def test_low_end_of_the_matrix_pins_exactly_the_declared_floors():
 def _padded(version: str, like: str) -> list[str]:
     parts = version.split(".")
     return parts + ["0"] * (len(like.split(".")) - len(parts))
+
+
+def test_matrix_names_a_missing_interpreter(tmp_path):
+    """A machine without pyenv's Python 3.10 gets a clear error, not a download or a venv on another Python."""
+    done = subprocess.run(
+        ["bash", str(REPO / ".ci" / "matrix.sh"), "low"],
+        env={"PATH": "/usr/bin:/bin", "PYENV_ROOT": str(tmp_path), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"no Python 3.10 under {tmp_path}/versions" in done.stderr
+    assert done.stdout == ""  # stopped before creating or installing anything
