@@ -59,5 +59,33 @@ browser: env chromium
 bench: env
 	$(RUN) python -m benchmarks.run_all
 
+# Both ends of the supported range (see .ci/matrix.sh): Airflow 3.0.0 and every dependency floor on
+# Python 3.10, the newest Airflow on Python 3.13, each in its own venv from a committed pinned file.
+# The two ends run side by side (one core each, each suite sequential); MATRIX_JOBS=1 runs them in turn.
+MATRIX_JOBS ?= 2
+.PHONY: matrix matrix-low matrix-high matrix-lock
+matrix:
+	$(MAKE) --no-print-directory -j$(MATRIX_JOBS) --output-sync=target matrix-low matrix-high
+
+matrix-low matrix-high: matrix-%:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	UV="$(UV)" .ci/matrix.sh $*
+
+# Re-pin both ends: the floors of pyproject.toml on 3.10, the newest releases on 3.13.
+matrix-lock: env
+	$(RUN) python .ci/floors.py > .ci/floors.txt
+	$(UV) pip compile --quiet pyproject.toml --group pyproject.toml:test --python-version 3.10 \
+		-c .ci/floors.txt --custom-compile-command "make matrix-lock" -o .ci/requirements-low.txt
+	$(UV) pip compile --quiet pyproject.toml --group pyproject.toml:test --python-version 3.13 \
+		--custom-compile-command "make matrix-lock" -o .ci/requirements-high.txt
+	rm .ci/floors.txt
+
+# sdist + wheel into dist/, checked with twine.
+.PHONY: dist
+dist: env
+	rm -rf dist
+	$(UV) build --quiet --sdist --wheel --out-dir dist
+	$(RUN) twine check --strict dist/*
+
 clean:
-	rm -rf .venv output .bench docs/_build
+	rm -rf .venv output .bench .matrix dist docs/_build

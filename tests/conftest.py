@@ -67,12 +67,30 @@ def airflow_db():
     initdb()
 
 
+def dagbag_class():
+    """``DagBag``: in ``airflow.dag_processing.dagbag`` from Airflow 3.2, ``airflow.models.dagbag`` before."""
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow < 3.2
+        from airflow.models.dagbag import DagBag
+    return DagBag
+
+
 def _sync_to_db(dag) -> None:
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     DagBundlesManager().sync_bundles_to_db()
-    bag = DagBag(collect_dags=False)
+    bag = dagbag_class()(collect_dags=False)
+    try:
+        from airflow.dag_processing.dagbag import sync_bag_to_db
+    except ImportError:
+        try:  # Airflow 3.1
+            from airflow.models.dagbag import sync_bag_to_db
+        except ImportError:  # Airflow 3.0: only a parsed file sets relative_fileloc, which serialization needs
+            dag.relative_fileloc = dag.relative_fileloc or dag.fileloc
+            bag.bag_dag(dag)
+            bag.sync_to_db("dags-folder", None)
+            return
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)
 
@@ -82,6 +100,10 @@ class DagRunner:
 
     def run(self, dag, **kwargs):
         _sync_to_db(dag)
+        if not hasattr(dag, "test"):  # Airflow 3.0: only the scheduler's DAG has test(), as in `airflow dags test`
+            from airflow.models.dag import DAG
+
+            dag = DAG.from_sdk_dag(dag)
         return dag.test(**kwargs)
 
     def states(self, run) -> dict[str, str]:

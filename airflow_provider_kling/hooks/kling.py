@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 import urllib3
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kling.api import (
@@ -33,6 +33,7 @@ from airflow_provider_kling.api import (
     slot_wait,
     transport_error,
 )
+from airflow_provider_kling.compat import mask_secret
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthError,
@@ -374,8 +375,7 @@ class KlingHook(BaseHook):
     # ----------------------------------------------------------------- async
 
     async def __aenter__(self) -> KlingHook:
-        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
-
+        from airflow_provider_kling.compat import get_async_connection, get_async_extra_dejson
         from airflow_provider_kling.sessions import borrow_session
 
         conn = await get_async_connection(self.kling_conn_id, hook=self)

@@ -94,7 +94,7 @@ def resolve_location(value: Any, field: str) -> Location:
 
 
 def _airflow_has_fs(scheme: str) -> bool:
-    from airflow.sdk.io.fs import has_fs
+    from airflow_provider_kling.compat import has_fs
 
     return has_fs(scheme)
 

@@ -85,7 +85,10 @@ def test_reprs_and_serialized_trigger_hold_no_key(sim):
 
 
 def test_key_is_registered_with_the_secrets_masker(sim):
-    from airflow.sdk.log import redact
+    try:
+        from airflow.sdk.log import redact
+    except ImportError:  # Airflow 3.0
+        from airflow.sdk.execution_time.secrets_masker import redact
 
     KlingHook().settings  # noqa: B018 - reading the settings registers the key
     assert TEST_API_KEY not in str(redact(f"Authorization: Bearer {TEST_API_KEY}"))
