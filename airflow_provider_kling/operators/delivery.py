@@ -33,6 +33,12 @@ def check_output_path(value: Any, *, at_parse: bool = False) -> Location | None:
     return resolve_location(value, "output_path")
 
 
+def push_pending_link(context: Mapping[str, Any]) -> None:
+    """Before deferring: the link reads these keys while the task waits; they fill in on success."""
+    context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+    context["ti"].xcom_push(key=OUTPUT_PATH_XCOM_KEY, value="")
+
+
 def deliver(
     context: Mapping[str, Any],
     result: dict[str, Any],
@@ -58,6 +64,6 @@ def deliver(
         finally:
             hook.close()
         result = {**result, **stored.to_dict()}
-        ti.xcom_push(key=OUTPUT_PATH_XCOM_KEY, value=stored.output_path)
+    ti.xcom_push(key=OUTPUT_PATH_XCOM_KEY, value=result.get("output_path") or "")
     emit_asset_events(context, outlets, asset_extra(result, request))
     return result

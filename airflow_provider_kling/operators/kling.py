@@ -15,10 +15,10 @@ from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.idempotency import Submission, base_business_id, check_balance, submit_once
 from airflow_provider_kling.lineage import datasets, operator_lineage
-from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.links import KlingVideoLink
 from airflow_provider_kling.media import ImageFile, read_image, resolve_location
 from airflow_provider_kling.models import KlingVideoRequest, collect_problems, has_jinja
-from airflow_provider_kling.operators.delivery import check_output_path, deliver
+from airflow_provider_kling.operators.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.wait import (
     DEFAULT_TIMEOUT,
     DEFER_GRACE_SECONDS,
@@ -265,8 +265,7 @@ class KlingGenerateVideoOperator(KlingSubmitOperator):
             state = WaitState(task.id, submission.client_business_id, time.time() + self.timeout_seconds)
             event = state.on_task(task)
             if event is None and self.deferrable:
-                # The link reads this key while the task is deferred; it fills in on success.
-                context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+                push_pending_link(context)
                 from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
                 self.defer(

@@ -39,8 +39,8 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_kling.exceptions import KlingSensorTimeout, KlingTimeoutError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.lineage import datasets, operator_lineage
-from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
-from airflow_provider_kling.operators.delivery import check_output_path, deliver
+from airflow_provider_kling.links import KlingVideoLink
+from airflow_provider_kling.operators.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.wait import (
     DEFAULT_TIMEOUT,
     DEFER_GRACE_SECONDS,
@@ -193,8 +193,7 @@ class KlingVideoSensor(BaseSensorOperator):
             hook.close()
         if event is not None:
             return self.execute_complete(context, event)
-        # The link reads this key while the task is deferred; it fills in on success.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        push_pending_link(context)
         from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
         self.defer(

@@ -316,3 +316,4 @@ def test_asset_event_extra_from_sensor_without_storage(dags, sim):
     [extra] = asset_events("m_assets_sensor")
     assert extra["kling_task_id"] == task.id and extra["client_business_id"] == "kl_assets_sensor"
     assert extra["video_url"] and extra["expires_at"] and "output_path" not in extra and "mode" not in extra
+    assert dags.xcom(run, "wait", "kling_output_path") == ""  # the link falls back to the video URL
