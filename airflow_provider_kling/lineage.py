@@ -2,7 +2,7 @@
 
 The naming follows OpenLineage's conventions: ``s3://bucket`` / ``key`` for object stores (the
 Airflow ``conn_id@`` is not part of the data's name), ``file`` / absolute path for local files,
-``https://host`` / path for URLs. :func:`datasets` is pure; :func:`operator_lineage` builds the
+``https://host`` / path for URLs. :func:`datasets` is pure; ``operator_lineage`` builds the
 provider's ``OperatorLineage`` and returns ``None`` when apache-airflow-providers-openlineage is
 not installed (the ``openlineage`` extra), so nothing depends on it.
 """

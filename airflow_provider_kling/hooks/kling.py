@@ -275,7 +275,7 @@ class KlingHook(BaseHook):
 
         :param path: a local path, ``pathlib.Path``, ``ObjectStoragePath`` or URI (``memory://…``,
             ``file://…``, ``s3://conn_id@bucket/key``); checked before any request. An
-            :class:`~airflow_provider_kling.media.ImageFile` already read (and checked) is sent as is.
+            ``ImageFile`` already read (and checked) is sent as is.
         """
         image = path if isinstance(path, ImageFile) else read_image(path, field="image_path")
         call = Call("POST", "/v1/uploads/images", "upload", upload=(image.name, image.data, image.mime))
