@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from airflow_provider_kling.api import RetryPolicy
 from airflow_provider_kling.exceptions import (
     KlingContentPolicyError,
+    KlingInsufficientCreditsError,
     KlingTaskFailedError,
     KlingTaskFailedFinalError,
 )
@@ -84,6 +87,7 @@ def submit_once(
     try_number: int,
     policy: RetryPolicy | None = None,
     request_digest: str | None = None,
+    before_paying: Callable[[], KlingVideoRequest] | None = None,
 ) -> Submission:
     """Adopt this task instance's running or completed generation, or submit exactly one.
 
@@ -92,6 +96,9 @@ def submit_once(
     this try's regeneration id.
 
     :param request_digest: the request's digest, for the log line that says why a generation is new.
+    :param before_paying: called only when a new generation is about to be submitted (never when one
+        is adopted); returns the request to send (e.g. with freshly uploaded image URLs) and may
+        raise to stop before anything is paid (e.g. the balance guard).
     :raises KlingContentPolicyError: an earlier generation was rejected by the content policy.
     :raises KlingTaskFailedFinalError: an earlier generation failed because its input is invalid.
     :raises KlingTaskFailedError: this try's own id already exists and its generation failed
@@ -111,6 +118,7 @@ def submit_once(
             (request_digest or "?")[:12],
             base_id,
         )
+        request = before_paying() if before_paying else request
         return Submission(hook.submit_video(request, base_id, policy=policy), base_id, adopted=False)
 
     for _, task in found:
@@ -140,7 +148,36 @@ def submit_once(
     log.warning(
         "Generating again under %s: the earlier generation %s (%s) %s", own_id, failed.id, failed_id, _why(failed)
     )
+    request = before_paying() if before_paying else request
     return Submission(hook.submit_video(request, own_id, policy=policy), own_id, adopted=False)
+
+
+def check_balance(hook: KlingHook, min_credits: float, policy: RetryPolicy | None = None) -> None:
+    """The budget guard: read the balance and refuse to pay below ``min_credits``.
+
+    An unlimited key always passes.
+
+    :raises KlingInsufficientCreditsError: the balance is below the minimum (not retried).
+    """
+    balance: dict[str, Any] = hook.get_balance(policy)
+    if balance.get("unlimited_quota"):
+        log.info("Balance check: unlimited quota (minimum %g credits)", min_credits)
+        return
+    try:
+        credits = float(balance["remain_credits"])
+    except (KeyError, TypeError, ValueError):
+        raise KlingInsufficientCreditsError(
+            f"min_balance_credits={min_credits:g}: the balance answer has no usable remain_credits "
+            f"({balance.get('remain_credits')!r}); not generating",
+            code="balance_unknown",
+        ) from None
+    if credits < min_credits:
+        raise KlingInsufficientCreditsError(
+            f"balance {credits:.15g} credits is below min_balance_credits={min_credits:.15g}; not generating "
+            "(nothing was created or charged)",
+            code="below_min_balance",
+        )
+    log.info("Balance check: %g credits >= min_balance_credits=%g", credits, min_credits)
 
 
 def _why(task: KlingTask) -> str:

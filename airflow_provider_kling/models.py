@@ -170,6 +170,40 @@ def _image_list(name: str, value: Any, skip_jinja: bool) -> tuple[list[str], int
     return problems, len(value)
 
 
+def _path_list(value: Any, skip_jinja: bool) -> tuple[list[str], int | None]:
+    """Problems of an ``image_paths`` value (shape only: where the files are is checked on read)."""
+    name = "image_paths"
+    if value is None:
+        return [], 0
+    if skip_jinja and not isinstance(value, (list, tuple)) and unresolved(value):
+        return [], None
+    if not isinstance(value, (list, tuple)):
+        hint = " (a single path must be wrapped in a list)" if isinstance(value, str) else ""
+        return [
+            _problem(
+                name, value, f"must be a list of 0-{MAX_IMAGES} local paths or storage URIs (file://, s3://...){hint}"
+            )
+        ], None
+    problems = []
+    if len(value) > MAX_IMAGES:
+        problems.append(
+            _problem(name, value, f"at most {MAX_IMAGES} images (first frame, last frame), got {len(value)}")
+        )
+    for i, item in enumerate(value):
+        if skip_jinja and unresolved(item):
+            continue
+        if isinstance(item, str):
+            if not item.strip():
+                problems.append(_problem(f"{name}[{i}]", item, "must be a non-empty path or URI"))
+            elif item.strip().lower().startswith(("http://", "https://", "data:")):
+                problems.append(
+                    _problem(f"{name}[{i}]", item, "must be a file path or storage URI; pass web URLs as image_urls")
+                )
+        elif not (hasattr(item, "__fspath__") or (hasattr(item, "protocol") and hasattr(item, "fs"))):
+            problems.append(_problem(f"{name}[{i}]", item, "must be a path string, pathlib.Path or ObjectStoragePath"))
+    return problems, len(value)
+
+
 def _check_v3_images(extra: Mapping[str, Any], skip_jinja: bool) -> tuple[list[str], int]:
     problems: list[str] = []
     count = 0
@@ -290,6 +324,17 @@ def collect_problems(fields: Mapping[str, Any], *, skip_jinja: bool = False) -> 
 
     image_problems, n_images = _image_list("image_urls", fields.get("image_urls"), skip_jinja)
     problems += image_problems
+    path_problems, n_paths = _path_list(fields.get("image_paths"), skip_jinja)
+    problems += path_problems
+    if fields.get("image_urls") not in (None, [], ()) and fields.get("image_paths") not in (None, [], ()):
+        problems.append(
+            _problem(
+                "image_urls/image_paths",
+                f"{fields['image_urls']!r} / {fields['image_paths']!r}",
+                "give either image_urls (public URLs) or image_paths (files to upload), not both",
+            )
+        )
+    n_images = (n_images or 0) + (n_paths or 0)
     extra_problems, n_v3 = _check_extra_body(fields.get("extra_body"), fields, skip_jinja)
     problems += extra_problems
 

@@ -12,6 +12,8 @@ from airflow_provider_kling.compat import AIRFLOW_V_3_1_PLUS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 DAG_FILES = sorted(p.stem for p in EXAMPLES.glob("example_kling_*.py"))
+#: Scheduled on an asset another example produces: run after it, in its own test.
+CONSUMERS = ("example_kling_publish_asset",)
 
 
 @pytest.fixture
@@ -33,10 +35,10 @@ def test_dagbag_has_no_import_errors(airflow_db, monkeypatch):
     bag = dagbag_class()(dag_folder=str(EXAMPLES))
     assert bag.import_errors == {}
     assert set(DAG_FILES) == set(bag.dag_ids)
-    assert len(DAG_FILES) == 8
+    assert len(DAG_FILES) == 10
 
 
-@pytest.mark.parametrize("module_name", DAG_FILES)
+@pytest.mark.parametrize("module_name", [m for m in DAG_FILES if m not in CONSUMERS])
 def test_example_dag_runs(example_env, dags, sim, module_name):
     dag = load(module_name)
     run = dags.run(dag)
@@ -56,6 +58,50 @@ def test_example_dag_runs(example_env, dags, sim, module_name):
     if module_name in ("example_kling_text_to_video", "example_kling_download"):
         saved = list(example_env.glob("*.mp4"))
         assert len(saved) == 1 and saved[0].read_bytes()[4:8] == b"ftyp"
+
+
+@pytest.mark.parametrize("root", ["memory", "file"])
+def test_store_in_bucket_then_publish_on_the_asset(example_env, dags, sim, monkeypatch, root):
+    """Producer stores the clip at a bucket URI with an asset event; the consumer reads the event's
+    extra, passes the approval step (given automatically here) and publishes."""
+    import hashlib
+
+    import fsspec
+
+    from airflow_provider_kling.simulator.files import VIDEO
+
+    memory = fsspec.filesystem("memory")
+    memory.store.clear()
+    storage = "memory://kling-bucket/videos" if root == "memory" else (example_env / "bucket").as_uri()
+    monkeypatch.setenv("KLING_STORAGE_ROOT", storage)
+    producer = load("example_kling_store_asset")
+    run = dags.run(producer)
+    assert dags.states(run) == {"generate": "success"}
+    result = dags.xcom(run, "generate")
+    assert result["output_path"].startswith(storage + "/clips/") and result["output_path"].endswith(".mp4")
+    if root == "memory":
+        stored = memory.cat_file(result["output_path"][len("memory://") :])
+    else:
+        stored = (example_env / "bucket" / "clips" / result["output_path"].rsplit("/", 1)[-1]).read_bytes()
+    assert stored == VIDEO.read_bytes() and result["sha256"] == hashlib.sha256(stored).hexdigest()
+    stats = sim.stats()
+    assert stats["tasks_created"] == 1 and stats["requests"]["upload"] == 1 and stats["requests"]["balance"] == 1
+
+    consumer = load("example_kling_publish_asset")
+    run = dags.run(consumer, mark_success_pattern="^approve$")
+    expected = {"describe_clip": "success", "publish": "success"}
+    try:
+        import airflow.providers.standard.operators.hitl  # noqa: F401
+
+        expected["approve"] = "success"  # the human step, approved through mark_success_pattern
+    except ImportError:
+        pass
+    assert dags.states(run) == expected
+    extra = dags.xcom(run, "describe_clip")
+    assert extra["output_path"] == result["output_path"] and extra["size_bytes"] == len(stored)
+    assert extra["kling_task_id"] == result["id"] and extra["mode"] == "std" and extra["duration"] == 5
+    assert dags.xcom(run, "publish") == result["output_path"]
+    memory.store.clear()
 
 
 def test_airflow_dags_test_cli(sim, tmp_path):

@@ -42,7 +42,12 @@ from airflow_provider_kling.exceptions import (
     KlingValidationError,
     KlingVideoExpiredError,
 )
-from airflow_provider_kling.media.images import MAX_UPLOAD_BYTES, read_image, sniff_image_type  # noqa: F401 (re-exported)
+from airflow_provider_kling.media.images import (  # noqa: F401 (re-exported)
+    MAX_UPLOAD_BYTES,
+    ImageFile,
+    read_image,
+    sniff_image_type,
+)
 from airflow_provider_kling.media.mp4 import CorruptVideoError
 from airflow_provider_kling.media.storage import resolve_location, staged_file
 from airflow_provider_kling.media.video import StoredVideo, UnsupportedEncodingError, finish_download
@@ -270,9 +275,10 @@ class KlingHook(BaseHook):
         Upload right before submitting: how long uploaded URLs live is not documented.
 
         :param path: a local path, ``pathlib.Path``, ``ObjectStoragePath`` or URI (``memory://…``,
-            ``file://…``, ``s3://conn_id@bucket/key``); checked before any request.
+            ``file://…``, ``s3://conn_id@bucket/key``); checked before any request. An
+            ``ImageFile`` already read (and checked) is sent as is.
         """
-        image = read_image(path, field="image_path")
+        image = path if isinstance(path, ImageFile) else read_image(path, field="image_path")
         call = Call("POST", "/v1/uploads/images", "upload", upload=(image.name, image.data, image.mime))
         body = self.request(call)
         url = body.get("data", {}).get("url") if isinstance(body, Mapping) else None

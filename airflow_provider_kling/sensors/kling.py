@@ -38,7 +38,9 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kling.exceptions import KlingSensorTimeout, KlingTimeoutError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.links import VIDEO_URL_XCOM_KEY, KlingVideoLink
+from airflow_provider_kling.lineage import datasets, operator_lineage
+from airflow_provider_kling.links import KlingVideoLink
+from airflow_provider_kling.operators.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.wait import (
     DEFAULT_TIMEOUT,
     DEFER_GRACE_SECONDS,
@@ -84,9 +86,16 @@ class KlingVideoSensor(BaseSensorOperator):
     :param not_found_grace: how long the task id may answer 404 (counted from the first 404)
         before the sensor fails (seconds or timedelta; default 60).
     :param deferrable: wait on the triggerer (default ``[operators] default_deferrable``).
+    :param output_path: where to store the video before the task returns (templated): a local path
+        or an ``ObjectStoragePath`` URI (``s3://aws_default@bucket/clip.mp4``, ``file://…``,
+        ``memory://…``). Checked at DAG parse when literal, before the first poll when rendered.
+        The result then has ``output_path``, ``size_bytes`` and ``sha256``.
+
+    With ``outlets``, each outlet asset's event carries what the sensor knows of the generation
+    (task id, business id, model, video URL, expiry and, when stored, where and what was stored).
     """
 
-    template_fields: Sequence[str] = ("kling_task_id",)
+    template_fields: Sequence[str] = ("kling_task_id", "output_path")
     operator_extra_links = (KlingVideoLink(),)
     ui_color = "#e8f0fe"
 
@@ -99,8 +108,10 @@ class KlingVideoSensor(BaseSensorOperator):
         timeout: float | timedelta = DEFAULT_TIMEOUT,
         not_found_grace: float | timedelta = NOT_FOUND_GRACE_SECONDS,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        output_path: Any = None,
         **kwargs: Any,
     ) -> None:
+        check_output_path(output_path, at_parse=True)
         super().__init__(
             poke_interval=check_interval("poke_interval", poke_interval),
             timeout=seconds("timeout", timeout),
@@ -110,7 +121,9 @@ class KlingVideoSensor(BaseSensorOperator):
         self.kling_conn_id = kling_conn_id
         self.not_found_grace = seconds("not_found_grace", not_found_grace, -1e-9)
         self.deferrable = deferrable
+        self.output_path = output_path
         self._state: WaitState | None = None
+        self._result: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -162,6 +175,7 @@ class KlingVideoSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         task_id = self._task_id()
+        check_output_path(self.output_path)
         if not self.deferrable:
             try:
                 return super().execute(context)
@@ -179,8 +193,7 @@ class KlingVideoSensor(BaseSensorOperator):
             hook.close()
         if event is not None:
             return self.execute_complete(context, event)
-        # The link reads this key while the task is deferred; it fills in on success.
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value="")
+        push_pending_link(context)
         from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
         self.defer(
@@ -190,6 +203,7 @@ class KlingVideoSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
+        check_output_path(self.output_path)
         state = self._wait_state(context)
         if state.remaining() <= 0:
             raise self._timeout_error()
@@ -216,8 +230,14 @@ class KlingVideoSensor(BaseSensorOperator):
             result = result_from_event(event, can_regenerate=False)
         except KlingTimeoutError as err:
             raise self._timeout_error(str(err)) from None
-        context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=result["video_url"])
-        return result
+        self._result = deliver(
+            context, result, output_path=self.output_path, kling_conn_id=self.kling_conn_id, outlets=self.outlets
+        )
+        return self._result
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the stored video (else its URL); ``None`` without the OpenLineage provider."""
+        return operator_lineage(*datasets((), self._result))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger: a timeout (ours or the deferral's) is a skip under ``soft_fail``;
