@@ -8,8 +8,8 @@ its slot in the budget of its call's bucket first, so the process stays under it
 
 Several processes on one key (workers, HA triggerers) have no coordinator: each budget adapts its
 own pace by additive increase / multiplicative decrease. A 429 halves the pace (never below
-:data:`MIN_PER_MINUTE`) besides the ``Retry-After`` pause; after :data:`QUIET_SECONDS` without a
-429 the pace grows back linearly (:data:`INCREASE_PER_SECOND` of the ceiling a second) to the
+``MIN_PER_MINUTE``) besides the ``Retry-After`` pause; after ``QUIET_SECONDS`` without a
+429 the pace grows back linearly (``INCREASE_PER_SECOND`` of the ceiling a second) to the
 configured ceiling. Processes sharing a quota so settle around it, the way TCP flows share a link.
 
 Reservations are computed under a lock held for microseconds and return how long to wait; the
@@ -162,7 +162,7 @@ class RequestBudget:
     def throttled(self, retry_after: float | None, now: float | None = None) -> None:
         """A 429: halve the pace (once per throttling episode) and pause for ``retry_after``.
 
-        429s answered within :data:`DECREASE_HOLD_SECONDS` (or the pause, if longer) of a decrease
+        429s answered within ``DECREASE_HOLD_SECONDS`` (or the pause, if longer) of a decrease
         answer requests sent before it, so they pause but do not decrease again.
         """
         now = time.monotonic() if now is None else now
@@ -193,7 +193,7 @@ class KeyBudgets(NamedTuple):
     query: RequestBudget
 
     def bucket(self, name: str) -> RequestBudget:
-        """The budget of bucket ``name`` (:data:`SUBMIT` or :data:`QUERY`)."""
+        """The budget of bucket ``name`` (``SUBMIT`` or ``QUERY``)."""
         return self.submit if name == SUBMIT else self.query
 
     def limited(self, call_bucket: str, headers: Mapping[str, str]) -> RequestBudget:
