@@ -4,8 +4,8 @@ One quota-enforcing simulator in its own process (the documented ``default`` gro
 5 submits a second) and two separate Python processes on the same key, each with the default
 budgets (47.5 queries and 4.75 submits a second after the safety factor, so together about twice
 the quota). Each process runs hundreds of ``KlingVideoTrigger.run()`` waits on its own event loop
-while a thread pool submits a burst of creates. Without the adaptive pace the processes would
-overrun the quota by ~2x for the whole run and collect a 429 on about every other poll.
+while a thread pool submits a burst of creates. With one fixed budget per process (before the
+adaptive pace) the same run drew 1.4 % 429s after convergence, 18-19 in all, and 9 on the creates.
 """
 
 from __future__ import annotations
