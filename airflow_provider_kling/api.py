@@ -34,7 +34,18 @@ from airflow_provider_kling.exceptions import (
     KlingValidationError,
     error_from_response,
 )
-from airflow_provider_kling.ratelimit import DEFAULT_REQUESTS_PER_MINUTE, RequestBudget, budget_for
+from airflow_provider_kling.ratelimit import (
+    DEFAULT_GROUP,
+    DEFAULT_REQUESTS_PER_MINUTE,
+    DEFAULT_SUBMITS_PER_MINUTE,
+    GROUP_LIMITS,
+    QUERY,
+    SUBMIT,
+    KeyBudgets,
+    RequestBudget,
+    Slot,
+    budgets_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +81,15 @@ class ClientSettings:
     :param base_url: scheme, host and optional port, no trailing slash.
     :param api_key: the bearer key; its ``repr`` is masked.
     :param read_timeout: read timeout per request, seconds.
-    :param requests_per_minute: client-side budget for this key in this process.
+    :param requests_per_minute: client-side query budget (status, balance, upload) for this key in
+        this process: the ``max_requests_per_minute`` extra, else the group's query quota.
     :param proxy: the ``proxy`` extra (a URL); ``None`` = the standard proxy environment.
     :param verify: the ``verify`` extra (``True``/``False`` or a CA bundle path); ``None`` = the
         standard CA environment (``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``), else the defaults.
+    :param submits_per_minute: client-side submit budget (creates) for this key in this process:
+        the ``max_submits_per_minute`` extra, else the group's submit quota.
+    :param rate_limit_group: the ``rate_limit_group`` extra (``default``, ``vip`` or ``svip``), which
+        picks the documented quotas used when the numbers are not given.
     """
 
     base_url: str
@@ -83,12 +99,15 @@ class ClientSettings:
     business_id_prefix: str = ""
     proxy: str | None = field(default=None, repr=False)
     verify: bool | str | None = None
+    submits_per_minute: float = DEFAULT_SUBMITS_PER_MINUTE
+    rate_limit_group: str = DEFAULT_GROUP
 
     @classmethod
     def from_connection(cls, conn: Any, extras: Mapping[str, Any], conn_id: str) -> ClientSettings:
         """Read an Airflow connection (host/port/schema/password and the extras).
 
-        :raises KlingValidationError: the host, timeout, budget, proxy or verify is malformed (names the field).
+        :raises KlingValidationError: the host, timeout, rate-limit group, budgets, proxy or verify is
+            malformed (names the field).
         :raises KlingAuthError: the connection has no API key, or the key holds a control or
             non-Latin-1 character (surrounding whitespace is stripped).
         """
@@ -98,10 +117,20 @@ class ClientSettings:
             base_url = base_url_from(conn.host, getattr(conn, "port", None), getattr(conn, "schema", None))
         except ValueError as err:
             problems.append(f"connection {conn_id} host={conn.host!r}: {err}")
+        group = _extra(extras, "rate_limit_group", DEFAULT_GROUP)
+        if isinstance(group, str) and group.strip().lower() in GROUP_LIMITS:
+            group = group.strip().lower()
+        else:
+            problems.append(
+                f"connection {conn_id} extra rate_limit_group={group!r}: must be one of {', '.join(GROUP_LIMITS)}"
+            )
+            group = DEFAULT_GROUP
+        submits, queries = GROUP_LIMITS[group]
         numbers = {}
         for key, default in (
             ("timeout", DEFAULT_READ_TIMEOUT),
-            ("max_requests_per_minute", DEFAULT_REQUESTS_PER_MINUTE),
+            ("max_requests_per_minute", queries),
+            ("max_submits_per_minute", submits),
         ):
             raw = _extra(extras, key, default)
             try:
@@ -122,12 +151,22 @@ class ClientSettings:
         if problems:
             raise KlingValidationError(problems)
         key = api_key_from(conn.password, conn_id)
-        return cls(base_url, key, numbers["timeout"], numbers["max_requests_per_minute"], prefix, proxy, verify)
+        return cls(
+            base_url,
+            key,
+            numbers["timeout"],
+            numbers["max_requests_per_minute"],
+            prefix,
+            proxy,
+            verify,
+            numbers["max_submits_per_minute"],
+            group,
+        )
 
     @cached_property
-    def budget(self) -> RequestBudget:
-        """The process-wide budget of this key (looked up once per settings object)."""
-        return budget_for(self.base_url, self.api_key, self.requests_per_minute)
+    def budgets(self) -> KeyBudgets:
+        """The process-wide submit and query budgets of this key (looked up once per settings object)."""
+        return budgets_for(self.base_url, self.api_key, self.submits_per_minute, self.requests_per_minute)
 
     @cached_property
     def auth_headers(self) -> dict[str, str]:
@@ -313,6 +352,7 @@ class Call:
 
     :param what: short name for logs and errors (``create``, ``status``, ...).
     :param missing_ok: a 404 means "no such task" and returns ``None`` instead of raising.
+    :param bucket: the API quota it counts against: ``submit`` for a create, else ``query``.
     """
 
     method: str
@@ -321,6 +361,11 @@ class Call:
     json: Mapping[str, Any] | None = None
     missing_ok: bool = False
     upload: tuple[str, bytes, str] | None = None
+    bucket: str = QUERY
+
+    @classmethod
+    def create(cls, body: Mapping[str, Any]) -> Call:
+        return cls("POST", "/v1/videos/generations", "create", json=body, bucket=SUBMIT)
 
     @classmethod
     def status(cls, task_or_business_id: str, missing_ok: bool = False) -> Call:
@@ -356,11 +401,13 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(MAX_RETRY_AFTER, seconds)
 
 
-def read_response(call: Call, status: int, headers: Mapping[str, str], body: bytes, budget: RequestBudget) -> Any:
+def read_response(call: Call, status: int, headers: Mapping[str, str], body: bytes, budgets: KeyBudgets) -> Any:
     """The decoded JSON of a successful response, or the typed error of a failed one.
 
-    A 429/503 ``Retry-After`` pauses every caller on the key. A 404 of a ``missing_ok`` call
-    returns ``None``. A 2xx whose body is not JSON raises a retryable ``malformed_response``.
+    A 429 slows the bucket its ``X-RateLimit-Category`` names (else the call's bucket) and pauses
+    every caller of that bucket for its ``Retry-After``; a 503 ``Retry-After`` (the submit limiter
+    is down) pauses the call's bucket. A 404 of a ``missing_ok`` call returns ``None``. A 2xx whose
+    body is not JSON raises a retryable ``malformed_response``.
     """
     if 200 <= status < 300:
         try:
@@ -374,8 +421,10 @@ def read_response(call: Call, status: int, headers: Mapping[str, str], body: byt
     if status == 404 and call.missing_ok:
         return None
     retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
-    if retry_after is not None:
-        budget.pause(retry_after)
+    if status == 429:
+        budgets.limited(call.bucket, headers).throttled(retry_after)
+    elif retry_after is not None:
+        budgets.bucket(call.bucket).pause(retry_after)
     return _raise(error_from_response(status, body, retry_after=retry_after, what=call.what))
 
 
@@ -487,17 +536,18 @@ def attempt_seconds(settings: ClientSettings, call: Call, deadline: float) -> fl
     return min(CONNECT_TIMEOUT + read, left)
 
 
-def slot_wait(budget: RequestBudget, deadline: float, what: str, *, recheck: bool = False) -> float:
-    """Seconds to wait for a budget slot (see :meth:`RequestBudget.reserve` / ``recheck``).
+def slot_wait(budget: RequestBudget, deadline: float, what: str, *, after: Slot | None = None) -> Slot:
+    """A budget slot: sleep its ``delay``, then call again with ``after=`` the slot until the delay
+    is 0 (see :meth:`RequestBudget.reserve` / :meth:`~RequestBudget.recheck`).
 
     :raises KlingAPIError: ``timeout`` at once, without taking a slot, when the slot comes after
         ``deadline`` (epoch seconds): a wait that cannot end in time is not started.
     """
     left = max(0.0, deadline - time.time())
-    delay = budget.recheck(max_wait=left) if recheck else budget.reserve(max_wait=left)
-    if delay is None:
+    slot = budget.reserve(max_wait=left) if after is None else budget.recheck(after, max_wait=left)
+    if slot is None:
         raise KlingAPIError(f"{what} timed out (the request budget has no slot before the deadline)", code="timeout")
-    return delay
+    return slot
 
 
 def transport_error(what: str, err: BaseException, timed_out: bool = False) -> KlingAPIError:

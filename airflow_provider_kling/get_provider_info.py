@@ -28,11 +28,25 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Read timeout of each request in seconds. Empty: 30.",
         "schema": {"type": ["number", "null"], "default": 30},
     },
+    "rate_limit_group": {
+        "label": "Rate-limit group (default, vip or svip)",
+        "description": "The account's ToAPIs group: picks the documented quotas the budgets below "
+        "default to (default 300 submits / 3000 queries a minute, vip 1000 / 10000, svip 2000 / 30000). "
+        "Empty: default.",
+        "schema": {"type": ["string", "null"], "default": "default"},
+    },
+    "max_submits_per_minute": {
+        "label": "Max submits per minute (this key, per process)",
+        "description": "Client-side budget for creating generations, shared by every task using this key "
+        "in one process. Empty: the group's submit quota. Set quota / processes to split it.",
+        "schema": {"type": ["number", "null"]},
+    },
     "max_requests_per_minute": {
-        "label": "Max requests per minute (this key, per process)",
-        "description": "Client-side request budget shared by every task and trigger using this key "
-        "in one process. Empty: 3000, the API's documented quota.",
-        "schema": {"type": ["number", "null"], "default": 3000},
+        "label": "Max queries per minute (this key, per process)",
+        "description": "Client-side budget for status, balance and upload calls, shared by every task and "
+        "trigger using this key in one process. Empty: the group's query quota (3000 for default). "
+        "Set quota / processes to split it.",
+        "schema": {"type": ["number", "null"]},
     },
     "business_id_prefix": {
         "label": "client_business_id prefix",

@@ -61,9 +61,9 @@ def submit_overhead(base: str, n: int = 40) -> list[Figure]:
     provider, bare = [], []
     for i in range(n):
         fields = {"prompt": f"overhead {i}", "duration": "10", "mode": "pro"}
-        t = time.perf_counter()
+        t = time.process_time()
         submit_once(hook, KlingVideoRequest.from_kwargs(**fields), f"kl_over_{i}", 1)
-        provider.append(time.perf_counter() - t)
+        provider.append(time.process_time() - t)
         body = {
             "model": "kling-v3",
             "prompt": f"raw {i}",
@@ -73,15 +73,25 @@ def submit_overhead(base: str, n: int = 40) -> list[Figure]:
             "audio": False,
             "client_business_id": f"kl_raw_{i}",
         }
-        t = time.perf_counter()
+        t = time.process_time()
         raw.get(f"{base}/v1/videos/generations/kl_raw_{i}", headers=headers, timeout=10)
         raw.post(f"{base}/v1/videos/generations", json=body, headers=headers, timeout=10).json()
-        bare.append(time.perf_counter() - t)
+        bare.append(time.process_time() - t)
     hook.close()
     raw.close()
-    overhead = (statistics.median(provider) - statistics.median(bare)) * 1000
+    # This process's CPU (the simulator runs in its own process), so the network and the server's
+    # time are not in either figure. Paired submits, median of the differences; a difference below
+    # zero is noise (the provider sends the same two requests plus its own work), reported as 0.
+    overhead = max(0.0, statistics.median(p - b for p, b in zip(provider, bare, strict=True)) * 1000)
     return [
-        Figure("submit overhead beyond the HTTP round trips (lookup + create)", overhead, "ms", "<= 5", overhead <= 5)
+        Figure(
+            "submit CPU per submit, bare requests (lookup + create)",
+            statistics.median(bare) * 1000,
+            "ms",
+            "(reported)",
+            None,
+        ),
+        Figure("submit CPU overhead beyond bare requests (0 = within noise)", overhead, "ms", "<= 5", overhead <= 5),
     ]
 
 
@@ -162,9 +172,9 @@ def measure() -> list[Figure]:
     isolated_airflow_home()
     figures = dag_parse()
     with simulator("--queued-seconds", "1") as base:
-        # The budget's pacing (47.5 requests/s by default) is the point of the budget, not overhead:
-        # raise it so back-to-back submits measure only the client-side work.
-        use_connection(base, max_requests_per_minute=600000)
+        # The budgets' pacing (4.75 submits/s, 47.5 queries/s by default) is the point of the
+        # budgets, not overhead: raise both so back-to-back submits measure only the client-side work.
+        use_connection(base, max_requests_per_minute=600000, max_submits_per_minute=600000)
         figures += submit_overhead(base)
         figures += polling(base)
     return figures

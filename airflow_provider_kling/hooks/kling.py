@@ -67,8 +67,10 @@ class KlingHook(BaseHook):
 
     The connection's ``password`` is the API key (sent as ``Authorization: Bearer``), ``host`` the
     base URL (default ``https://toapis.com``). Extras: ``timeout`` (read timeout, seconds, default 30),
-    ``max_requests_per_minute`` (client-side budget shared by every caller on this key in the process,
-    default 3000), ``business_id_prefix`` (namespace for ``client_business_id`` when several
+    ``rate_limit_group`` (``default``, ``vip`` or ``svip``: the account's documented quotas),
+    ``max_submits_per_minute`` and ``max_requests_per_minute`` (client-side submit and query budgets
+    shared by every caller on this key in the process; default the group's quotas, 300 and 3000 for
+    ``default``; a 429 halves the pace, which grows back after a quiet spell), ``business_id_prefix`` (namespace for ``client_business_id`` when several
     deployments share one account), ``proxy`` (a proxy URL) and ``verify`` (``true``/``false`` or a
     CA bundle path). Without ``proxy``/``verify`` the standard environment applies on every path
     (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``).
@@ -207,12 +209,13 @@ class KlingHook(BaseHook):
         deadline = float(policy.deadline)  # type: ignore[arg-type]
         for attempt in Retrying(**policy.tenacity_kwargs()):
             with attempt:
-                delay = slot_wait(settings.budget, deadline, call.what)
-                while delay:
-                    time.sleep(delay)
-                    delay = slot_wait(settings.budget, deadline, call.what, recheck=True)
+                budget = settings.budgets.bucket(call.bucket)
+                slot = slot_wait(budget, deadline, call.what)
+                while slot.delay:
+                    time.sleep(slot.delay)
+                    slot = slot_wait(budget, deadline, call.what, after=slot)
                 status, headers, body = self._send(settings, call, deadline)
-                return read_response(call, status, headers, body, settings.budget)
+                return read_response(call, status, headers, body, settings.budgets)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ----------------------------------------------------------------- sync API
@@ -226,7 +229,7 @@ class KlingHook(BaseHook):
         :param client_business_id: the idempotency id of this generation.
         :param policy: retry policy (deadline for waiting out 429/503).
         """
-        call = Call("POST", "/v1/videos/generations", "create", json=request.to_body(client_business_id))
+        call = Call.create(request.to_body(client_business_id))
         task = KlingTask.from_api(self.request(call, policy))
         self.log.info("Kling task %s (%s) is %s", task.id, client_business_id, task.status.value)
         return task
@@ -347,7 +350,7 @@ class KlingHook(BaseHook):
         """One attempt: write the bytes exactly as they arrive to ``target``; return the Content-Encoding.
 
         The file host is not the API: no key is sent, and its 429/503 pause only this download (the
-        key's request budget is untouched).
+        key's request budgets are untouched).
         """
         from airflow_provider_kling.sync_http import attempt_deadline
 
@@ -450,12 +453,13 @@ class KlingHook(BaseHook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _aattempt(self, settings: ClientSettings, call: Call, deadline: float) -> Any:
-        delay = slot_wait(settings.budget, deadline, call.what)
-        while delay:
-            await asyncio.sleep(delay)
-            delay = slot_wait(settings.budget, deadline, call.what, recheck=True)
+        budget = settings.budgets.bucket(call.bucket)
+        slot = slot_wait(budget, deadline, call.what)
+        while slot.delay:
+            await asyncio.sleep(slot.delay)
+            slot = slot_wait(budget, deadline, call.what, after=slot)
         status, headers, body = await self._asend(settings, call, deadline)
-        return read_response(call, status, headers, body, settings.budget)
+        return read_response(call, status, headers, body, settings.budgets)
 
     async def aget_task(
         self, task_or_business_id: str, policy: RetryPolicy | None = None, missing_ok: bool = False

@@ -225,15 +225,17 @@ async def simulate(request: web.Request, handler: Any) -> web.StreamResponse:
     state.note_request(endpoint, time.time())
     body = await _read_json(request) if endpoint == "create" else None
     status: int | None = None
+    retry_after: str | None = None
     try:
         response = await _serve(request, handler, endpoint, state)
         status = None if request.get(DROPPED) else response.status
+        retry_after = response.headers.get("Retry-After")
         return response
     except web.HTTPException as exc:
         status = exc.status
         raise
     finally:
-        state.record(request.method, request.path, status, request.get(KEY_HASH), body)
+        state.record(request.method, request.path, status, request.get(KEY_HASH), body, retry_after)
 
 
 # -- API routes ----------------------------------------------------------------------------

@@ -139,9 +139,13 @@ class SimState:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
-    def record(self, method: str, path: str, status: int | None, key: str | None, body: Any) -> None:
-        """Log a finished request (``status`` None = dropped connection)."""
+    def record(
+        self, method: str, path: str, status: int | None, key: str | None, body: Any, retry_after: str | None = None
+    ) -> None:
+        """Log a finished request (``status`` None = dropped connection; ``retry_after`` as sent)."""
         entry = {"method": method, "path": path, "status": status, "t": time.time(), "key_hash": key, "body": body}
+        if retry_after is not None:
+            entry["retry_after"] = retry_after
         with self._lock:
             self.in_flight -= 1
             self.log.append(entry)

@@ -117,7 +117,7 @@ def test_file_host_429_honours_retry_after_without_pausing_the_key(sim, hook, vi
     sim.add_fault(fault="rate_limit", endpoint="files", count=1, retry_after=60)
     with pytest.raises(KlingRateLimitError):  # 60 s does not fit the deadline: no wait, no budget pause
         hook.download_video(video, tmp_path / "w.mp4", policy=RetryPolicy(deadline=time.time() + 5))
-    assert hook.settings.budget.paused_for() == 0
+    assert hook.settings.budgets.query.paused_for() == hook.settings.budgets.submit.paused_for() == 0
     assert not (tmp_path / "w.mp4").exists()
 
 

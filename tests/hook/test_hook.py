@@ -228,3 +228,36 @@ def test_key_never_in_logs_reprs_or_errors(sim, hook, caplog):
     text = caplog.text + repr(hook) + repr(hook.settings) + " ".join(errors)
     assert TEST_API_KEY not in text
     assert errors
+
+
+def test_a_submit_429_leaves_queries_free(sim, hook):
+    # The create's 429 (X-RateLimit-Category: async_submit) pauses the submit budget for 30 s ...
+    sim.add_fault(fault="rate_limit", endpoint="create", count=1, retry_after=30)
+    with pytest.raises(KlingRateLimitError):
+        hook.submit_video(req(), "kl_bucket_1", policy=RetryPolicy(deadline=time.time() + 1))
+    # ... while status and balance calls go on (a 30 s pause could not fit their 5 s deadline).
+    assert hook.get_balance(RetryPolicy(deadline=time.time() + 5))["success"] is not False
+    assert hook.get_task("kl_none", RetryPolicy(deadline=time.time() + 5), missing_ok=True) is None
+
+
+def test_a_query_429_leaves_submits_free(sim, hook):
+    sim.add_fault(fault="rate_limit", endpoint="status", count=1, retry_after=30)
+    with pytest.raises(KlingRateLimitError):
+        hook.get_task("kl_none", RetryPolicy(deadline=time.time() + 1), missing_ok=True)
+    task = hook.submit_video(req(), "kl_bucket_2", policy=RetryPolicy(deadline=time.time() + 5))
+    assert task.id and sim.stats()["tasks_created"] == 1
+
+
+@pytest.mark.parametrize(
+    ("extras", "fragment"),
+    [
+        ({"rate_limit_group": "gold"}, "rate_limit_group='gold': must be one of default, vip, svip"),
+        ({"max_submits_per_minute": "0"}, "max_submits_per_minute='0': must be a positive number"),
+    ],
+)
+def test_bad_budget_extras_fail_before_any_request(sim, monkeypatch, extras, fragment):
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(sim.base_url, **extras))
+    bad = KlingHook()
+    with pytest.raises(KlingValidationError, match=fragment):
+        bad.submit_video(req(), "kl_bad_extra")
+    assert sim.requests() == []

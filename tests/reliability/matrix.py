@@ -230,6 +230,12 @@ OTHER_TESTS = [
         "tests/reliability/test_quota.py::test_many_waits_on_one_key_respect_the_quota",
     ),
     (
+        "two processes on one key (200 waits and 30 creates each), default budgets summing to twice the quota",
+        "the AIMD pace converges to the quota: <= 0.5 % 429s after 5 s, no request inside a Retry-After "
+        "window, every event correct, no double create",
+        "tests/reliability/test_multiprocess.py::test_processes_sharing_a_key_converge_to_the_quota",
+    ),
+    (
         "worker process SIGKILLed after submit, then retried",
         "the retry adopts the generation: 1 paid",
         "tests/e2e/test_kling_e2e.py::test_worker_killed_after_submit_is_resumed",

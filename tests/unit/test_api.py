@@ -196,7 +196,7 @@ def test_budget_wait_past_the_deadline_fails_without_taking_a_slot():
     with pytest.raises(KlingAPIError, match="deadline") as info:
         slot_wait(budget, time.time() + 5, "status")
     assert info.value.code == "timeout"
-    assert 25 < slot_wait(budget, time.time() + 60, "status") <= 30
+    assert 25 < slot_wait(budget, time.time() + 60, "status").delay <= 30
 
 
 @pytest.mark.parametrize(
@@ -285,7 +285,7 @@ def test_bad_proxy_or_verify_extra_names_it(extras, fragment):
 def test_budget_paces_after_burst():
     budget = RequestBudget(per_minute=600 / 0.95, burst_seconds=1.0)  # 10/s after the safety factor
     now = 1000.0
-    delays = [budget.reserve(now) for _ in range(30)]
+    delays = [budget.reserve(now).delay for _ in range(30)]
     assert delays[:10] == [0.0] * 10
     assert delays[10] == pytest.approx(0.1)
     assert delays[29] == pytest.approx(2.0)
@@ -293,7 +293,7 @@ def test_budget_paces_after_burst():
 
 def test_default_budget_never_exceeds_the_per_second_quota():
     budget = RequestBudget(per_minute=3000)
-    sends = [1000.0 + budget.reserve(1000.0) for _ in range(500)]
+    sends = [1000.0 + budget.reserve(1000.0).delay for _ in range(500)]
     worst = max(sum(1 for t in sends if start <= t < start + 1.0) for start in sends)
     assert worst <= 50
 
@@ -301,6 +301,131 @@ def test_default_budget_never_exceeds_the_per_second_quota():
 def test_budget_pause_holds_every_caller():
     budget = RequestBudget(per_minute=6000)
     budget.pause(5.0, now=100.0)
-    assert budget.reserve(now=101.0) == pytest.approx(4.0)
-    assert budget.reserve(now=101.0) >= 4.0
+    assert budget.reserve(now=101.0).delay == pytest.approx(4.0)
+    assert budget.reserve(now=101.0).delay >= 4.0
     assert budget.paused_for(now=106.0) == 0.0
+
+
+# -- submit and query budgets, rate-limit groups, AIMD --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extras", "submits", "queries", "group"),
+    [
+        ({}, 300.0, 3000.0, "default"),
+        ({"rate_limit_group": "vip"}, 1000.0, 10000.0, "vip"),
+        ({"rate_limit_group": " SVIP "}, 2000.0, 30000.0, "svip"),
+        ({"rate_limit_group": "vip", "max_submits_per_minute": "150"}, 150.0, 10000.0, "vip"),
+        ({"max_requests_per_minute": 600}, 300.0, 600.0, "default"),  # existing connections keep working
+        (
+            {"extra__kling__rate_limit_group": "svip", "extra__kling__max_submits_per_minute": ""},
+            2000.0,
+            30000.0,
+            "svip",
+        ),
+    ],
+)
+def test_budgets_follow_the_group_and_the_explicit_numbers(extras, submits, queries, group):
+    settings = ClientSettings.from_connection(conn(), extras, "c")
+    assert (settings.submits_per_minute, settings.requests_per_minute, settings.rate_limit_group) == (
+        submits,
+        queries,
+        group,
+    )
+    assert (settings.budgets.submit.per_minute, settings.budgets.query.per_minute) == (submits, queries)
+
+
+@pytest.mark.parametrize(
+    ("extras", "fragment"),
+    [
+        ({"rate_limit_group": "gold"}, "extra rate_limit_group='gold': must be one of default, vip, svip"),
+        ({"rate_limit_group": 3}, "extra rate_limit_group=3: must be one of default, vip, svip"),
+        ({"max_submits_per_minute": "lots"}, "extra max_submits_per_minute='lots': must be a positive number"),
+        ({"max_submits_per_minute": -5}, "extra max_submits_per_minute=-5: must be a positive number"),
+        ({"max_submits_per_minute": True}, "extra max_submits_per_minute=True: must be a positive number"),
+    ],
+)
+def test_bad_budget_extras_name_the_extra_value_and_what_is_allowed(extras, fragment):
+    with pytest.raises(KlingValidationError) as info:
+        ClientSettings.from_connection(conn(), extras, "c")
+    assert fragment in str(info.value)
+
+
+def _budgets():
+    from airflow_provider_kling.ratelimit import KeyBudgets
+
+    return KeyBudgets(RequestBudget(300), RequestBudget(3000))
+
+
+@pytest.mark.parametrize(
+    ("call_bucket", "category", "limited"),
+    [
+        ("submit", "async_submit", "submit"),
+        ("query", "async_query", "query"),
+        ("query", "async_submit", "submit"),  # the header names the bucket, whatever the call
+        ("submit", None, "submit"),  # no header: the call's own bucket
+        ("query", None, "query"),
+        ("query", "something_else", "query"),
+    ],
+)
+def test_a_429_slows_and_pauses_only_the_bucket_it_names(call_bucket, category, limited):
+    from airflow_provider_kling.api import Call, read_response
+
+    budgets = _budgets()
+    headers = {"Retry-After": "3"} | ({"X-RateLimit-Category": category} if category else {})
+    call = Call("GET", "/x", "probe", bucket=call_bucket)
+    with pytest.raises(KlingRateLimitError):
+        read_response(call, 429, headers, b'{"error": {"code": "rate_limit_exceeded"}}', budgets)
+    hit, other = (budgets.submit, budgets.query) if limited == "submit" else (budgets.query, budgets.submit)
+    assert 2 < hit.paused_for() <= 3 and hit.decreases == 1 and hit.pace() == hit.per_minute / 2
+    assert other.paused_for() == 0 and other.decreases == 0 and other.pace() == other.per_minute
+
+
+def test_a_503_pauses_the_calls_bucket_without_slowing_it():
+    from airflow_provider_kling.api import Call, read_response
+
+    budgets = _budgets()
+    with pytest.raises(KlingAPIError):
+        read_response(Call.create({}), 503, {"Retry-After": "2"}, b"{}", budgets)
+    assert budgets.submit.paused_for() > 1 and budgets.submit.decreases == 0
+    assert budgets.query.paused_for() == 0
+
+
+def test_calls_know_their_bucket():
+    from airflow_provider_kling.api import Call
+
+    assert Call.create({}).bucket == "submit"
+    assert Call.status("t").bucket == Call("GET", "/v1/balance", "balance").bucket == "query"
+
+
+def test_aimd_halves_once_per_episode_then_grows_back_to_the_ceiling():
+    from airflow_provider_kling.ratelimit import INCREASE_PER_SECOND, MIN_PER_MINUTE, QUIET_SECONDS
+
+    budget = RequestBudget(per_minute=1200)
+    budget.throttled(1.0, now=100.0)
+    assert budget.pace(now=100.0) == 600
+    budget.throttled(1.0, now=100.5)  # answers to requests sent before the decrease
+    assert budget.pace(now=100.5) == 600 and budget.decreases == 1
+    budget.throttled(1.0, now=101.5)  # still too fast after the pause: halve again
+    assert budget.pace(now=101.5) == 300 and budget.decreases == 2
+    assert budget.pace(now=101.5 + QUIET_SECONDS) == 300
+    ten_more = 101.5 + QUIET_SECONDS + 10
+    assert budget.pace(now=ten_more) == pytest.approx(300 + 1200 * INCREASE_PER_SECOND * 10)
+    assert budget.pace(now=ten_more + 3600) == 1200
+    for i in range(40):
+        budget.throttled(None, now=10_000.0 + 2 * i)
+    assert budget.pace(now=10_080.0) == MIN_PER_MINUTE
+
+
+def test_slots_taken_before_a_decrease_are_taken_again_at_the_new_pace():
+    budget = RequestBudget(per_minute=600 / 0.95)  # 10/s
+    slots = [budget.reserve(now=0.0) for _ in range(20)]
+    assert slots[-1].delay == pytest.approx(1.9)
+    budget.throttled(None, now=0.05)  # no Retry-After: the pace halves, no pause
+    # A slot woken at its time after the decrease goes back in line at 5/s.
+    again = [budget.recheck(slot, now=slot.delay) for slot in slots[1:]]
+    assert all(s is not None and s.generation == budget.generation for s in again)
+    sends = sorted(slot.delay + s.delay for slot, s in zip(slots[1:], again, strict=True))
+    assert sends[-1] >= 19 / 5 - 0.3
+    fresh = budget.reserve(now=10.0)
+    assert fresh is not None and budget.recheck(fresh, now=10.0) == (0.0, fresh.generation)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from airflow_provider_kling.api import Call, parse_retry_after, read_response
 from airflow_provider_kling.exceptions import KlingError, error_from_response
 from airflow_provider_kling.models import KlingTask
-from airflow_provider_kling.ratelimit import RequestBudget
+from airflow_provider_kling.ratelimit import KeyBudgets, RequestBudget
 from airflow_provider_kling.wait import WaitState, result_from_event
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30)
@@ -71,7 +71,13 @@ def test_task_parser(data):
 @given(status=st.integers(100, 599), body=bodies, hdrs=headers)
 def test_response_reader(status, body, hdrs):
     try:
-        read_response(Call("GET", "/x", "status", missing_ok=True), status, hdrs, body, RequestBudget())
+        read_response(
+            Call("GET", "/x", "status", missing_ok=True),
+            status,
+            hdrs,
+            body,
+            KeyBudgets(RequestBudget(), RequestBudget()),
+        )
     except KlingError as err:
         assert str(err)
 

@@ -20,7 +20,15 @@ from airflow_provider_kling.get_provider_info import CONN_FIELDS, get_provider_i
 
 AIRFLOW_VERSION = Version(airflow.__version__).release[:2]
 #: The extras every version's form must offer (DESIGN.md "Connection", "Networks as they are").
-FORM_EXTRAS = {"timeout", "max_requests_per_minute", "business_id_prefix", "proxy", "verify"}
+FORM_EXTRAS = {
+    "timeout",
+    "rate_limit_group",
+    "max_submits_per_minute",
+    "max_requests_per_minute",
+    "business_id_prefix",
+    "proxy",
+    "verify",
+}
 
 
 def test_entry_point_and_schema():
