@@ -280,7 +280,7 @@ def test_input_invalid_failure_is_final_one_generation_despite_retries(dags, stu
 def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
     seen: list[str] = []
     with DAG("t_unknown_status_error", schedule=None, start_date=START) as dag:
-        KlingGenerateVideoOperator(
+        gen = KlingGenerateVideoOperator(
             task_id="gen",
             prompt="p",
             kling_conn_id="kling_stub",
@@ -288,12 +288,15 @@ def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
             timeout=5,
             on_failure_callback=failures(seen),
         )
-        KlingVideoSensor(
+        # After the generate task (which creates video_stub1), whatever its outcome: run before it,
+        # the sensor would only see a 404.
+        gen >> KlingVideoSensor(
             task_id="sense",
             kling_task_id="video_stub1",
             kling_conn_id="kling_stub",
             poke_interval=1,
             timeout=5,
+            trigger_rule="all_done",
             on_failure_callback=failures(seen),
         )
     run = dags.run(dag)
