@@ -146,13 +146,15 @@ def test_connection_form_fields_test_button_and_saved_extras(playwright_api, sim
             assert spec["label"] in labels, f"extra {name} ({spec['label']!r}) missing from the form: {labels}"
             assert dialog.get_by_text(spec["description"]).count() == 1
         assert field("Read timeout (seconds)").input_value() == "30"
-        assert field("Max requests per minute").input_value() == "3000"
+        assert field("Rate-limit group").input_value() == "default"
+        assert field("Max queries per minute").input_value() == ""  # empty: the group's quota
         _screenshot(page, dialog, "connection-form-extras.png")
 
         # Fill the extras in and save.
         field("Read timeout (seconds)").fill("20")
         field("client_business_id prefix").fill("ui-test")
         field("Verify TLS").fill("true")
+        field("Rate-limit group").fill("vip")
         dialog.get_by_role("button", name="Save").click()
         page.get_by_text("Connection has been successfully created").wait_for()
 
@@ -177,6 +179,7 @@ def test_connection_form_fields_test_button_and_saved_extras(playwright_api, sim
         assert field("client_business_id prefix").input_value() == "ui-test"
         assert field("Verify TLS").input_value() == "true"
         assert field("Proxy URL").input_value() == ""
+        assert field("Rate-limit group").input_value() == "vip"
     finally:
         browser.close()
     for name in ("connection-form.png", "connection-form-extras.png", "connection-test.png"):
