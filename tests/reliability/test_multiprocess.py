@@ -16,12 +16,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_API_KEY, connection_uri
+from tests.reliability.simulator_process import call, simulator_process
 
 REPO = Path(__file__).resolve().parents[2]
 PROCESSES = 2
@@ -35,18 +35,6 @@ CONVERGED_AFTER = 5.0
 #: A process reads a 429 and pauses this long after the server logged it at the latest (requests
 #: already in flight, event-loop lag of 200 waits on a shared, noisy 2-core machine).
 IN_FLIGHT_SLACK = 0.5
-
-
-def _call(base: str, path: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path,
-        data=data,
-        method="POST" if body is not None else "GET",
-        headers={"Authorization": f"Bearer {TEST_API_KEY}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def _create_body(business_id: str) -> dict:
@@ -64,33 +52,8 @@ def _create_body(business_id: str) -> dict:
 @pytest.fixture
 def quota_simulator(tmp_path):
     """The simulator in its own process, enforcing the documented default-group quotas."""
-    port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_kling.simulator",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--queued-seconds",
-            "0.5",
-            "--total-seconds",
-            str(TOTAL_SECONDS),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert proc.poll() is None and time.time() < deadline, "simulator did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port_file.read_text().strip()}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with simulator_process(tmp_path, "--queued-seconds", "0.5", "--total-seconds", str(TOTAL_SECONDS)) as base:
+        yield base
 
 
 def _inside_retry_after(hits: list[dict], requests: list[dict]) -> list[tuple[float, float]]:
@@ -107,12 +70,12 @@ def test_processes_sharing_a_key_converge_to_the_quota(quota_simulator):
     # The tasks to wait for, created before the quota is enforced (one set per process).
     task_ids = [
         [
-            _call(base, "/v1/videos/generations", _create_body(f"kl_mp_wait_{p}_{i}"))["id"]
+            call(base, "/v1/videos/generations", _create_body(f"kl_mp_wait_{p}_{i}"))["id"]
             for i in range(WAITS_PER_PROCESS)
         ]
         for p in range(PROCESSES)
     ]
-    _call(base, "/_sim/config", {"enforce_quota": True})
+    call(base, "/_sim/config", {"enforce_quota": True})
     started = time.time()
     start_at = started + 6  # every process has imported Airflow by then
     end_time = start_at + 45
@@ -155,7 +118,7 @@ def test_processes_sharing_a_key_converge_to_the_quota(quota_simulator):
         assert [events[0]["status"] for events in output["events"]] == ["success"] * WAITS_PER_PROCESS
         assert [events[0]["kling_task_id"] for events in output["events"]] == task_ids[p]
 
-    log = [r for r in _call(base, "/_sim/requests")["requests"] if r["t"] >= start_at - 1]
+    log = [r for r in call(base, "/_sim/requests")["requests"] if r["t"] >= start_at - 1]
     owner = {task_id: p for p in range(PROCESSES) for task_id in task_ids[p]}
     polls = [r for r in log if r["method"] == "GET" and r["path"].rsplit("/", 1)[-1] in owner]
     first = min(r["t"] for r in polls)

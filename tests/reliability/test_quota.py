@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
 from airflow_provider_kling.ratelimit import reset_budgets
 from airflow_provider_kling.triggers.kling import KlingVideoTrigger
-from tests.conftest import TEST_API_KEY, connection_uri
+from tests.conftest import connection_uri
+from tests.reliability.simulator_process import call, simulator_process
 
 N_WAITS = 5000
 #: The documented ``svip`` query quota (30,000/min, 500/s); the ``default`` group's 50/s would make
@@ -21,54 +18,17 @@ N_WAITS = 5000
 QUOTA = {"query_per_min": 30000, "query_per_sec": 500, "query_burst_10s": 5000}
 
 
-def _call(base: str, path: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + path,
-        data=data,
-        method="POST" if body is not None else "GET",
-        headers={"Authorization": f"Bearer {TEST_API_KEY}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture
 def quota_simulator(tmp_path):
     """The simulator in its own process (so 5,000 waits in this loop do not share its CPU)."""
-    port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airflow_provider_kling.simulator",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--queued-seconds",
-            "0.2",
-            "--total-seconds",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.time() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert proc.poll() is None and time.time() < deadline, "simulator did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port_file.read_text().strip()}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with simulator_process(tmp_path, "--queued-seconds", "0.2", "--total-seconds", "1") as base:
+        yield base
 
 
 async def test_many_waits_on_one_key_respect_the_quota(quota_simulator, monkeypatch):
     base = quota_simulator
     task_ids = [
-        _call(
+        call(
             base,
             "/v1/videos/generations",
             {
@@ -83,7 +43,7 @@ async def test_many_waits_on_one_key_respect_the_quota(quota_simulator, monkeypa
         )["id"]
         for i in range(50)
     ]
-    _call(base, "/_sim/config", {"enforce_quota": True, **QUOTA})
+    call(base, "/_sim/config", {"enforce_quota": True, **QUOTA})
     monkeypatch.setenv(
         "AIRFLOW_CONN_KLING_DEFAULT", connection_uri(base, max_requests_per_minute=QUOTA["query_per_min"])
     )
@@ -99,13 +59,13 @@ async def test_many_waits_on_one_key_respect_the_quota(quota_simulator, monkeypa
 
     async def storm():
         await asyncio.sleep(3)
-        _call(base, "/_sim/faults", {"fault": "rate_limit", "endpoint": "status", "count": 1, "retry_after": 2})
+        call(base, "/_sim/faults", {"fault": "rate_limit", "endpoint": "status", "count": 1, "retry_after": 2})
 
     started = time.time()
     results, _ = await asyncio.gather(asyncio.gather(*(one(t) for t in triggers)), storm())
     assert all(len(events) == 1 and events[0]["status"] == "success" for events in results)
-    stats = _call(base, "/_sim/stats")
-    polls = [r for r in _call(base, "/_sim/requests")["requests"] if r["path"].startswith("/v1/videos/generations/")]
+    stats = call(base, "/_sim/stats")
+    polls = [r for r in call(base, "/_sim/requests")["requests"] if r["path"].startswith("/v1/videos/generations/")]
     limited = [r for r in polls if r["status"] == 429]
     assert len(polls) == stats["requests"]["status"] >= N_WAITS
     # One 429 was injected; the client-side budget keeps the server's own quota 429s rare.
