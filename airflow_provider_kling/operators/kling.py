@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_kling.api import RetryPolicy
+from airflow_provider_kling.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.idempotency import Submission, base_business_id, check_balance, submit_once
@@ -18,7 +19,6 @@ from airflow_provider_kling.lineage import datasets, operator_lineage
 from airflow_provider_kling.links import KlingVideoLink
 from airflow_provider_kling.media import ImageFile, read_image, resolve_location
 from airflow_provider_kling.models import KlingVideoRequest, collect_problems, has_jinja
-from airflow_provider_kling.operators.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.wait import (
     DEFAULT_TIMEOUT,
     DEFER_GRACE_SECONDS,

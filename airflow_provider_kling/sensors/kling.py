@@ -36,11 +36,11 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_kling.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.exceptions import KlingSensorTimeout, KlingTimeoutError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.lineage import datasets, operator_lineage
 from airflow_provider_kling.links import KlingVideoLink
-from airflow_provider_kling.operators.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.wait import (
     DEFAULT_TIMEOUT,
     DEFER_GRACE_SECONDS,
