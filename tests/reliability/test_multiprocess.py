@@ -115,7 +115,8 @@ def test_processes_sharing_a_key_converge_to_the_quota(quota_simulator):
     # Every wait ended with its one, correct event.
     for p, output in enumerate(outputs):
         assert [len(events) for events in output["events"]] == [1] * WAITS_PER_PROCESS
-        assert [events[0]["status"] for events in output["events"]] == ["success"] * WAITS_PER_PROCESS
+        unsuccessful = [events[0] for events in output["events"] if events[0]["status"] != "success"]
+        assert not unsuccessful, f"{len(unsuccessful)} waits did not succeed, e.g. {unsuccessful[:3]}"
         assert [events[0]["kling_task_id"] for events in output["events"]] == task_ids[p]
 
     log = [r for r in call(base, "/_sim/requests")["requests"] if r["t"] >= start_at - 1]
