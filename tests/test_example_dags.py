@@ -90,11 +90,13 @@ def test_store_in_bucket_then_publish_on_the_asset(example_env, dags, sim, monke
     consumer = load("example_kling_publish_asset")
     run = dags.run(consumer, mark_success_pattern="^approve$")
     expected = {"describe_clip": "success", "publish": "success"}
+    from airflow.exceptions import AirflowOptionalProviderFeatureException
+
     try:
         import airflow.providers.standard.operators.hitl  # noqa: F401
 
         expected["approve"] = "success"  # the human step, approved through mark_success_pattern
-    except ImportError:
+    except (ImportError, AirflowOptionalProviderFeatureException):  # Airflow < 3.1 has no human-in-the-loop
         pass
     assert dags.states(run) == expected
     extra = dags.xcom(run, "describe_clip")
