@@ -125,8 +125,12 @@ class DagRunner:
         _sync_to_db(dag)
         if not hasattr(dag, "test"):  # Airflow 3.0: only the scheduler's DAG has test(), as in `airflow dags test`
             from airflow.models.dag import DAG
+            from airflow.sdk.definitions._internal.expandinput import EXPAND_INPUT_EMPTY
 
             dag = DAG.from_sdk_dag(dag)
+            for mapped in dag.tasks:  # from_sdk_dag deep-copies tasks, and with them this identity-checked sentinel
+                if getattr(mapped, "expand_input", None) == EXPAND_INPUT_EMPTY:
+                    mapped.expand_input = EXPAND_INPUT_EMPTY
         self.failed = []
         listener = _FailureListener(self.failed)
         manager = task_runner.get_listener_manager()
