@@ -267,15 +267,17 @@ def test_input_invalid_failure_is_final_one_generation_despite_retries(dags, stu
 @pytest.mark.parametrize("stub", [("exploded", {"code": "internal", "message": "worker died"})], indirect=True)
 def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
     with DAG("t_unknown_status_error", schedule=None, start_date=START) as dag:
-        KlingGenerateVideoOperator(
+        gen = KlingGenerateVideoOperator(
             task_id="gen",
             prompt="p",
             kling_conn_id="kling_stub",
             poll_interval=1,
             timeout=5,
         )
-        KlingVideoSensor(
+        # After gen (which creates video_stub1) whatever its outcome: before it, the id is a 404.
+        gen >> KlingVideoSensor(
             task_id="sense",
+            trigger_rule="all_done",
             kling_task_id="video_stub1",
             kling_conn_id="kling_stub",
             poke_interval=1,
