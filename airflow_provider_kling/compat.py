@@ -8,6 +8,11 @@ module covers what common-compat itself does not have in every version the range
   ``airflow.sdk.io.fs``.
 * ``mask_secret`` is exported by common-compat only from 1.22.0, and common-compat 1.21.0+ needs
   Python 3.11, so on Python 3.10 (common-compat <= 1.20.0) it is imported from the task SDK.
+* ``TaskDeferralTimeout`` moved from ``airflow.exceptions`` (3.0) to ``airflow.sdk.exceptions``.
+* :func:`object_storage_path`: Airflow 3.0's ``ObjectStoragePath`` predates universal-pathlib 0.3,
+  which ``apache-airflow-core==3.0.0`` allows; with it, ``ObjectStoragePath("file:///x")`` raises
+  "detected protocol file which is incompatible with ObjectStoragePath" for every scheme unless the
+  protocol is passed explicitly.
 * ``get_async_connection`` / ``get_async_extra_dejson``: common-compat 1.23.0 (Python 3.11+) is the
   first release that avoids ``DeadlockImminentError`` from ``BaseHook.aget_connection`` and
   ``Connection.extra_dejson`` on an event loop before Airflow 3.3.2, and the first to have both.
@@ -33,6 +38,28 @@ try:  # Airflow 3.3 (not in 3.0)
     from airflow.sdk.io.fs import has_fs
 except ImportError:  # Airflow 3.0
     from airflow.io import has_fs  # type: ignore[attr-defined,no-redef]
+
+try:  # Airflow 3.1+
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+except ImportError:  # Airflow 3.0
+    from airflow.exceptions import TaskDeferralTimeout  # type: ignore[attr-defined,no-redef]
+
+
+def object_storage_path(uri: str, scheme: str) -> Any:
+    """``ObjectStoragePath(uri)`` on every supported Airflow and universal-pathlib.
+
+    :param uri: the URI, e.g. ``file:///tmp/a.mp4`` or ``s3://aws_default@bucket/key``.
+    :param scheme: its scheme (lower case), passed as ``protocol`` when the plain call is refused.
+    :return: the ``ObjectStoragePath``.
+    """
+    from airflow.sdk import ObjectStoragePath
+
+    try:
+        return ObjectStoragePath(uri)
+    except TypeError as err:  # Airflow 3.0 with universal-pathlib >= 0.3
+        if "incompatible with ObjectStoragePath" not in str(err):
+            raise
+        return ObjectStoragePath(uri, protocol=scheme)
 
 
 def _installed_version(distribution: str) -> Version:
@@ -127,8 +154,10 @@ __all__ = [
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "UPSTREAM_ASYNC_CONNECTION",
+    "TaskDeferralTimeout",
     "get_async_connection",
     "get_async_extra_dejson",
     "has_fs",
     "mask_secret",
+    "object_storage_path",
 ]

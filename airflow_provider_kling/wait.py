@@ -144,6 +144,9 @@ class WaitState:
         self.errors = 0
         self.no_url = 0
         self.missing_since: float | None = None
+        #: When a 404 is seen and no earlier one is known, when to count it from (``None``: now). A
+        #: reschedule-mode sensor without a state store sets the wait's start here (see the sensor).
+        self.assumed_missing_since: float | None = None
         self.retry_after: float | None = None
         self.throttled = False
         self._warned_status: str | None = None
@@ -215,7 +218,8 @@ class WaitState:
         self.throttled = False
         if task is None:
             if self.missing_since is None:
-                self.missing_since = now
+                assumed = self.assumed_missing_since
+                self.missing_since = now if assumed is None else min(assumed, now)
             if now - self.missing_since >= self.not_found_grace:
                 return self.event(
                     EventStatus.ERROR,
@@ -223,7 +227,7 @@ class WaitState:
                     "task_not_found",
                 )
             return None
-        self.missing_since = None
+        self.missing_since = self.assumed_missing_since = None
         self.last_task = task
         if task.is_unknown_status and task.raw_status != self._warned_status and task.status is not TaskStatus.FAILED:
             self._warned_status = task.raw_status

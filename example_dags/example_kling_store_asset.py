@@ -28,7 +28,8 @@ with DAG(
         task_id="generate",
         prompt="The street from the photo comes alive: people walk by, lights flicker on",
         image_paths=[str(ASSETS / "first_frame.png")],
-        output_path=storage_root() + "/clips/{{ ts_nodash }}.mp4",
+        # run_after, not ts_nodash: a manual run has no logical date, and Airflow 3.0 then has no ts_nodash.
+        output_path=storage_root() + "/clips/{{ dag_run.run_after | ts_nodash }}.mp4",
         outlets=[CLIP_ASSET],
         min_balance_credits=200,
         poll_interval=POLL_INTERVAL,

@@ -27,6 +27,7 @@ for name in list(os.environ):
         del os.environ[name]
 
 import pytest  # noqa: E402
+from airflow.listeners import hookimpl  # noqa: E402
 
 from airflow_provider_kling.ratelimit import reset_budgets  # noqa: E402
 from airflow_provider_kling.simulator import SimulatorConfig, SimulatorServer  # noqa: E402
@@ -95,16 +96,53 @@ def _sync_to_db(dag) -> None:
     sync_bag_to_db(bag, "dags-folder", None)
 
 
+class _FailureListener:
+    """An Airflow listener that records the exception of every failed try (task id, class name)."""
+
+    def __init__(self, into: list[tuple[str, str]]) -> None:
+        self.into = into
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state, task_instance, error) -> None:
+        name = type(error).__name__ if isinstance(error, BaseException) else str(error)
+        self.into.append((task_instance.task_id, name))
+
+
 class DagRunner:
-    """Runs a DAG through ``dag.test()`` (real Airflow, triggers inline) and reads what it left."""
+    """Runs a DAG through ``dag.test()`` (real Airflow, triggers inline) and reads what it left.
+
+    Failures are recorded through an Airflow listener on the manager the task runner reports to,
+    not through ``on_failure_callback``: Airflow 3.0's ``dag.test()`` never runs the callbacks of
+    task-SDK operators (its ``handle_failure`` cannot ``unmap`` them).
+    """
+
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str]] = []
 
     def run(self, dag, **kwargs):
+        from airflow.sdk.execution_time import task_runner
+
         _sync_to_db(dag)
         if not hasattr(dag, "test"):  # Airflow 3.0: only the scheduler's DAG has test(), as in `airflow dags test`
             from airflow.models.dag import DAG
+            from airflow.sdk.definitions._internal.expandinput import EXPAND_INPUT_EMPTY
 
             dag = DAG.from_sdk_dag(dag)
-        return dag.test(**kwargs)
+            for mapped in dag.tasks:  # from_sdk_dag deep-copies tasks, and with them this identity-checked sentinel
+                if getattr(mapped, "expand_input", None) == EXPAND_INPUT_EMPTY:
+                    mapped.expand_input = EXPAND_INPUT_EMPTY
+        self.failed = []
+        listener = _FailureListener(self.failed)
+        manager = task_runner.get_listener_manager()
+        manager.add_listener(listener)
+        try:
+            return dag.test(**kwargs)
+        finally:
+            manager.pm.unregister(listener)
+
+    def failures(self, task_id: str | None = None) -> list[str]:
+        """Exception class names of the failed tries of the last run (of ``task_id`` if given)."""
+        return [name for task, name in self.failed if task_id is None or task == task_id]
 
     def states(self, run) -> dict[str, str]:
         from airflow.models.taskinstance import TaskInstance

@@ -38,7 +38,22 @@ def test_dagbag_has_no_import_errors(airflow_db, monkeypatch):
     assert len(DAG_FILES) == 10
 
 
-@pytest.mark.parametrize("module_name", [m for m in DAG_FILES if m not in CONSUMERS])
+#: Airflow 3.0's dag.test() runs tasks in its legacy in-process runner, where the length of a mapped
+#: task's output (mapping over it) needs the task SDK supervisor it does not start (ImportError
+#: SUPERVISOR_COMMS). Real 3.0 workers have it; 3.1+ dag.test() uses the task SDK runner.
+_NEEDS_SDK_RUNNER = pytest.mark.skipif(
+    not AIRFLOW_V_3_1_PLUS, reason="Airflow 3.0 dag.test() cannot map over a mapped task's output"
+)
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        pytest.param(m, marks=_NEEDS_SDK_RUNNER) if m == "example_kling_taskflow" else m
+        for m in DAG_FILES
+        if m not in CONSUMERS
+    ],
+)
 def test_example_dag_runs(example_env, dags, sim, module_name):
     dag = load(module_name)
     run = dags.run(dag)
@@ -87,14 +102,18 @@ def test_store_in_bucket_then_publish_on_the_asset(example_env, dags, sim, monke
     stats = sim.stats()
     assert stats["tasks_created"] == 1 and stats["requests"]["upload"] == 1 and stats["requests"]["balance"] == 1
 
+    if not AIRFLOW_V_3_1_PLUS:  # its legacy context keys triggering_asset_events by URI, not by Asset
+        pytest.skip("Airflow 3.0 dag.test() cannot look asset events up by Asset; the producer side passed")
     consumer = load("example_kling_publish_asset")
     run = dags.run(consumer, mark_success_pattern="^approve$")
     expected = {"describe_clip": "success", "publish": "success"}
+    from airflow.exceptions import AirflowOptionalProviderFeatureException
+
     try:
         import airflow.providers.standard.operators.hitl  # noqa: F401
 
         expected["approve"] = "success"  # the human step, approved through mark_success_pattern
-    except ImportError:
+    except (ImportError, AirflowOptionalProviderFeatureException):  # Airflow < 3.1 has no human-in-the-loop
         pass
     assert dags.states(run) == expected
     extra = dags.xcom(run, "describe_clip")
@@ -121,12 +140,13 @@ def test_airflow_dags_test_cli(sim, tmp_path):
             "KLING_OUTPUT_DIR": str(tmp_path / "out"),
         }
     )
-    airflow = Path(sys.executable).parent / "airflow"
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    # This interpreter, not the venv's `airflow` script, whose shebang may name another copy of the venv.
+    airflow = [sys.executable, "-m", "airflow"]
+    subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
     if not AIRFLOW_V_3_1_PLUS:  # Airflow 3.0's `dags test` finds the DAG file through the database only
-        subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=300)
+        subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=300)
     done = subprocess.run(
-        [airflow, "dags", "test", "example_kling_text_to_video"], env=env, capture_output=True, text=True, timeout=300
+        [*airflow, "dags", "test", "example_kling_text_to_video"], env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "state=success" in done.stdout + done.stderr

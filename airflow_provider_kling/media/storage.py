@@ -76,14 +76,10 @@ def resolve_location(value: Any, field: str) -> Location:
     if match is None:
         return Location(str(Path(value)), local=Path(value))
     scheme = match.group(1).lower()
-    if scheme in _LOCAL_PROTOCOLS:
-        from airflow.sdk import ObjectStoragePath
+    if scheme in _LOCAL_PROTOCOLS or _airflow_has_fs(scheme):
+        from airflow_provider_kling.compat import object_storage_path
 
-        return _from_object_path(ObjectStoragePath(value), field)
-    if _airflow_has_fs(scheme):
-        from airflow.sdk import ObjectStoragePath
-
-        return _from_object_path(ObjectStoragePath(value), field)
+        return _from_object_path(object_storage_path(value, scheme), field)
     netloc = value[match.end() :].split("/", 1)[0]
     if "@" in netloc:
         raise KlingValidationError(

@@ -9,9 +9,15 @@ not a resumption from a deferral (``ti_run`` sends ``xcom_keys_to_clear`` when `
 unset), so XCom cannot carry the wait. The task state store (``context["task_state_store"]``,
 scoped to the task instance try and kept across its reschedules) can: the sensor keeps
 ``WaitState.to_dict()`` (first-404 time, error counters, deadline) under the key
-:data:`STATE_KEY` and restores it at the next poke. Without a state store (older Airflow) the
-counters live in the instance, which is enough for ``poke`` mode. The deadline in reschedule mode
-is the first reschedule date + ``timeout``, as Airflow's own sensor timeout counts it.
+:data:`STATE_KEY` and restores it at the next poke. The deadline in reschedule mode is the first
+reschedule date + ``timeout``, as Airflow's own sensor timeout counts it.
+
+Airflow before 3.3 has no task state store (and clears XCom at every poke too). There the only
+record that survives a reschedule is the first ``TaskReschedule``'s start date (the sensor's first
+poke, ``ti.get_first_reschedule_date``): a 404 seen on a later poke counts from it, which is exact
+for an id that never appeared and conservative (shorter) for one that disappeared later. The
+transient-error counter does not survive there; such a wait ends at its deadline. In ``poke`` and
+deferrable mode the counters live in the instance or the trigger on every Airflow.
 
 Airflow's meaning of ``soft_fail``: a timeout becomes a skip, a failure stays a failure. The task
 SDK's ``BaseSensorOperator`` also skips every ``AirflowFailException`` raised by ``poke`` and every
@@ -36,6 +42,7 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_kling.compat import TaskDeferralTimeout
 from airflow_provider_kling.delivery import check_output_path, deliver, push_pending_link
 from airflow_provider_kling.exceptions import KlingSensorTimeout, KlingTimeoutError, KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
@@ -151,9 +158,9 @@ class KlingVideoSensor(BaseSensorOperator):
         if self._state is not None and self._state.kling_task_id == task_id:
             return self._state
         start = time.time()
-        if self.reschedule:
-            first = context["ti"].get_first_reschedule_date(context)
-            start = first.timestamp() if first is not None else start
+        first = context["ti"].get_first_reschedule_date(context) if self.reschedule else None
+        if first is not None:
+            start = first.timestamp()
         state = WaitState(task_id, None, start + float(self.timeout), self.not_found_grace)
         store = context.get("task_state_store") if self.reschedule else None
         if store is not None and state.restore(store.get(STATE_KEY)):
@@ -163,6 +170,9 @@ class KlingVideoSensor(BaseSensorOperator):
                 state.errors,
                 state.missing_since,
             )
+        elif store is None and first is not None:
+            # No state store (Airflow < 3.3): a 404 on a later poke counts from the first poke.
+            state.assumed_missing_since = start
         self._state = state
         return state
 
@@ -242,8 +252,6 @@ class KlingVideoSensor(BaseSensorOperator):
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Back from the trigger: a timeout (ours or the deferral's) is a skip under ``soft_fail``;
         a failure is never skipped (the base sensor would skip any ``AirflowException``)."""
-        from airflow.sdk.exceptions import TaskDeferralTimeout
-
         try:
             return super(BaseSensorOperator, self).resume_execution(next_method, next_kwargs, context)
         except (KlingSensorTimeout, TaskDeferralTimeout) as err:

@@ -141,7 +141,8 @@ def test_file_uri_destination_has_size_and_digest(sim, hook, video, tmp_path):
 def test_object_storage_path_destination(sim, hook, video, tmp_path):
     from airflow.sdk import ObjectStoragePath
 
-    stored = hook.download_video(video, ObjectStoragePath(f"file://{tmp_path}/osp.mp4"), policy=FAST)
+    # protocol= spelled out: Airflow 3.0's ObjectStoragePath refuses a bare URI under universal-pathlib 0.3.
+    stored = hook.download_video(video, ObjectStoragePath(f"file://{tmp_path}/osp.mp4", protocol="file"), policy=FAST)
     assert (tmp_path / "osp.mp4").read_bytes() == ASSET_BYTES and stored.sha256 == ASSET_SHA
 
 

@@ -33,15 +33,6 @@ def creates(sim) -> int:
     return sim.stats()["tasks_created"]
 
 
-def failures(into: list[str]):
-    """A failure callback that records the exception class (the task runs in this process)."""
-
-    def callback(context: Any) -> None:
-        into.append(type(context["exception"]).__name__)
-
-    return callback
-
-
 # ---------------------------------------------------------------------- TaskFlow inputs
 
 
@@ -75,7 +66,6 @@ def test_taskflow_outputs_are_accepted_at_parse_and_sent_resolved(dags, sim):
     [("prompt", ""), ("image_urls", ["not a url"]), ("duration", 7), ("mode", "ultra")],
 )
 def test_bad_resolved_value_fails_before_any_request(dags, sim, field, bad):
-    seen: list[str] = []
     with DAG(f"t_taskflow_bad_{field}", schedule=None, start_date=START) as dag:
 
         @task
@@ -83,10 +73,10 @@ def test_bad_resolved_value_fails_before_any_request(dags, sim, field, bad):
             return bad
 
         kwargs: dict[str, Any] = {"prompt": "a heron", field: value()}
-        KlingSubmitOperator(task_id="s", retries=2, on_failure_callback=failures(seen), **FAST, **kwargs)
+        KlingSubmitOperator(task_id="s", retries=2, **FAST, **kwargs)
     run = dags.run(dag)
     assert dags.states(run)["s"] == "failed" and dags.tries(run, "s") == 1
-    assert seen == ["KlingValidationError"]
+    assert dags.failures() == ["KlingValidationError"]
     assert creates(sim) == 0
     assert sim.stats()["requests"]["create"] == 0 and sim.stats()["requests"]["status"] == 0
 
@@ -257,7 +247,6 @@ def stub(monkeypatch, request) -> Iterator[StubKling]:
 )
 @pytest.mark.parametrize("deferrable", [False, True])
 def test_input_invalid_failure_is_final_one_generation_despite_retries(dags, stub, deferrable):
-    seen: list[str] = []
     with DAG(f"t_invalid_final_{deferrable}", schedule=None, start_date=START) as dag:
         KlingGenerateVideoOperator(
             task_id="gen",
@@ -267,18 +256,16 @@ def test_input_invalid_failure_is_final_one_generation_despite_retries(dags, stu
             timeout=30,
             deferrable=deferrable,
             retries=3,
-            on_failure_callback=failures(seen),
             **FAST,
         )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "failed"} and dags.tries(run, "gen") == 1
-    assert seen == ["KlingTaskFailedFinalError"]
+    assert dags.failures() == ["KlingTaskFailedFinalError"]
     assert stub.creates == 1
 
 
 @pytest.mark.parametrize("stub", [("exploded", {"code": "internal", "message": "worker died"})], indirect=True)
 def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
-    seen: list[str] = []
     with DAG("t_unknown_status_error", schedule=None, start_date=START) as dag:
         gen = KlingGenerateVideoOperator(
             task_id="gen",
@@ -286,22 +273,19 @@ def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
             kling_conn_id="kling_stub",
             poll_interval=1,
             timeout=5,
-            on_failure_callback=failures(seen),
         )
-        # After the generate task (which creates video_stub1), whatever its outcome: run before it,
-        # the sensor would only see a 404.
+        # After gen (which creates video_stub1) whatever its outcome: before it, the id is a 404.
         gen >> KlingVideoSensor(
             task_id="sense",
+            trigger_rule="all_done",
             kling_task_id="video_stub1",
             kling_conn_id="kling_stub",
             poke_interval=1,
             timeout=5,
-            trigger_rule="all_done",
-            on_failure_callback=failures(seen),
         )
     run = dags.run(dag)
     assert dags.states(run) == {"gen": "failed", "sense": "failed"}
-    assert sorted(seen) == ["KlingTaskFailedError", "KlingTaskFailedFinalError"]  # not a timeout
+    assert sorted(dags.failures()) == ["KlingTaskFailedError", "KlingTaskFailedFinalError"]  # not a timeout
 
 
 # ---------------------------------------------------------------------- the sensor
@@ -309,7 +293,6 @@ def test_unknown_status_with_error_object_is_failed_at_once(dags, stub):
 
 def test_reschedule_sensor_on_a_404_id_fails_within_grace_plus_two_intervals(dags, sim):
     grace, interval = 3.0, 1.0
-    seen: list[str] = []
     with DAG("t_reschedule_404", schedule=None, start_date=START) as dag:
         KlingVideoSensor(
             task_id="wait",
@@ -318,12 +301,11 @@ def test_reschedule_sensor_on_a_404_id_fails_within_grace_plus_two_intervals(dag
             poke_interval=interval,
             not_found_grace=grace,
             timeout=300,
-            on_failure_callback=failures(seen),
         )
     started = time.monotonic()
     run = dags.run(dag)
     elapsed = time.monotonic() - started
-    assert dags.states(run) == {"wait": "failed"} and seen == ["KlingAPIError"]
+    assert dags.states(run) == {"wait": "failed"} and dags.failures() == ["KlingAPIError"]
     # The bound the issue asks for, with room for dag.test()'s own loop; the timeout is 300 s.
     assert elapsed < grace + 2 * interval + 15, elapsed
 
@@ -338,7 +320,6 @@ def test_impossible_task_id_fails_at_once_pointing_at_the_template(rendered):
 
 
 def test_task_id_rendering_to_none_fails_with_one_try(dags, sim):
-    seen: list[str] = []
     with DAG("t_sensor_none", schedule=None, start_date=START) as dag:
         KlingVideoSensor(
             task_id="wait",
@@ -346,12 +327,11 @@ def test_task_id_rendering_to_none_fails_with_one_try(dags, sim):
             poke_interval=1,
             timeout=60,
             retries=3,
-            on_failure_callback=failures(seen),
             **FAST,
         )
     run = dags.run(dag)
     assert dags.states(run) == {"wait": "failed"} and dags.tries(run, "wait") == 1
-    assert seen == ["KlingValidationError"]
+    assert dags.failures() == ["KlingValidationError"]
     assert sim.stats()["requests"]["status"] == 0
 
 
@@ -369,7 +349,6 @@ MODES = [{"mode": "poke"}, {"mode": "reschedule"}, {"deferrable": True}]
     ids=["timeout-soft_fail", "timeout", "failed-soft_fail"],
 )
 def test_soft_fail_skips_timeouts_and_never_failures(dags, sim, mode, prompt, soft_fail, state, error):
-    seen: list[str] = []
     kling_task = submit_task(prompt, business_id=f"kl_soft_{len(prompt)}_{soft_fail}")
     with DAG("t_soft_fail", schedule=None, start_date=START) as dag:
         KlingVideoSensor(
@@ -379,10 +358,9 @@ def test_soft_fail_skips_timeouts_and_never_failures(dags, sim, mode, prompt, so
             timeout=3,
             soft_fail=soft_fail,
             retries=2,
-            on_failure_callback=failures(seen),
             **FAST,
             **mode,
         )
     run = dags.run(dag)
     assert dags.states(run) == {"wait": state} and dags.tries(run, "wait") == 1
-    assert seen == ([error] if error else [])
+    assert dags.failures() == ([error] if error else [])
