@@ -401,12 +401,15 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(MAX_RETRY_AFTER, seconds)
 
 
-def read_response(call: Call, status: int, headers: Mapping[str, str], body: bytes, budgets: KeyBudgets) -> Any:
+def read_response(
+    call: Call, status: int, headers: Mapping[str, str], body: bytes, budgets: KeyBudgets, slot: Slot | None = None
+) -> Any:
     """The decoded JSON of a successful response, or the typed error of a failed one.
 
     A 429 slows the bucket its ``X-RateLimit-Category`` names (else the call's bucket) and pauses
     every caller of that bucket for its ``Retry-After``; a 503 ``Retry-After`` (the submit limiter
-    is down) pauses the call's bucket. A 404 of a ``missing_ok`` call returns ``None``. A 2xx whose
+    is down) pauses the call's bucket; ``slot``, the budget slot the request was sent on, tells a
+    429 to a request sent before the last slow-down from one sent at the current pace. A 404 of a ``missing_ok`` call returns ``None``. A 2xx whose
     body is not JSON raises a retryable ``malformed_response``.
     """
     if 200 <= status < 300:
@@ -422,7 +425,9 @@ def read_response(call: Call, status: int, headers: Mapping[str, str], body: byt
         return None
     retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
     if status == 429:
-        budgets.limited(call.bucket, headers).throttled(retry_after)
+        limited = budgets.limited(call.bucket, headers)
+        same_bucket = limited is budgets.bucket(call.bucket)
+        limited.throttled(retry_after, sent_generation=slot.generation if slot and same_bucket else None)
     elif retry_after is not None:
         budgets.bucket(call.bucket).pause(retry_after)
     return _raise(error_from_response(status, body, retry_after=retry_after, what=call.what))
@@ -540,13 +545,18 @@ def slot_wait(budget: RequestBudget, deadline: float, what: str, *, after: Slot 
     """A budget slot: sleep its ``delay``, then call again with ``after=`` the slot until the delay
     is 0 (see :meth:`RequestBudget.reserve` / :meth:`~RequestBudget.recheck`).
 
-    :raises KlingAPIError: ``timeout`` at once, without taking a slot, when the slot comes after
-        ``deadline`` (epoch seconds): a wait that cannot end in time is not started.
+    :raises KlingRateLimitError: ``request_budget`` at once, without taking a slot, when the slot
+        comes after ``deadline`` (epoch seconds): a wait that cannot end in time is not started. It
+        is a throttle, not a fault: callers wait it out like a 429 (the pace may grow back) until
+        their deadline.
     """
     left = max(0.0, deadline - time.time())
     slot = budget.reserve(max_wait=left) if after is None else budget.recheck(after, max_wait=left)
     if slot is None:
-        raise KlingAPIError(f"{what} timed out (the request budget has no slot before the deadline)", code="timeout")
+        raise KlingRateLimitError(
+            f"{what} rate limited by the client's request budget (no slot before the deadline)",
+            code="request_budget",
+        )
     return slot
 
 

@@ -64,7 +64,8 @@ class KlingInsufficientCreditsError(KlingAPIError, AirflowFailException):
 
 
 class KlingRateLimitError(KlingAPIError):
-    """429 that outlasted the wait budget."""
+    """Rate limited past the caller's deadline: a 429 that outlasted the wait, or (code
+    ``request_budget``, no status) the process's own request budget had no slot before it."""
 
 
 class KlingRequestValidationError(KlingValidationError, KlingAPIError):  # type: ignore[misc]

@@ -53,8 +53,9 @@ MIN_PER_MINUTE = 1.0
 QUIET_SECONDS = 5.0
 #: Growth of the pace per quiet second, as a fraction of the ceiling (half to full in 30 s).
 INCREASE_PER_SECOND = 1.0 / 60.0
-#: After a decrease, further 429s within this many seconds (or the ``Retry-After``, if longer) are
-#: answers to requests sent before it and do not decrease again.
+#: After a decrease, further 429s within this many seconds (or the ``Retry-After``, if longer) do not
+#: decrease again; nor does a 429 to a request whose slot was taken before the last decrease (its
+#: answer can arrive much later than the hold on a loaded machine).
 DECREASE_HOLD_SECONDS = 1.0
 
 
@@ -159,15 +160,21 @@ class RequestBudget:
         # Reservations made before the pause restart after it, paced again.
         self._tat = max(self._tat, until)
 
-    def throttled(self, retry_after: float | None, now: float | None = None) -> None:
+    def throttled(
+        self, retry_after: float | None, now: float | None = None, sent_generation: int | None = None
+    ) -> None:
         """A 429: halve the pace (once per throttling episode) and pause for ``retry_after``.
 
-        429s answered within ``DECREASE_HOLD_SECONDS`` (or the pause, if longer) of a decrease
-        answer requests sent before it, so they pause but do not decrease again.
+        429s answered within ``DECREASE_HOLD_SECONDS`` (or the pause, if longer) of a decrease, and
+        429s to requests sent on a slot of an earlier generation, answer requests sent before the
+        decrease, so they pause but do not decrease again.
+
+        :param sent_generation: the :attr:`Slot.generation` the limited request was sent on, if known.
         """
         now = time.monotonic() if now is None else now
         with self._lock:
-            if now >= self._hold_until:
+            current = sent_generation is None or sent_generation == self.generation
+            if current and now >= self._hold_until:
                 self._update_pace(now)
                 self._decreased_to = max(MIN_PER_MINUTE, min(self._pace * DECREASE_FACTOR, self.per_minute))
                 self._decreased_at = now
@@ -175,7 +182,8 @@ class RequestBudget:
                 self.decreases += 1
                 self.generation += 1
                 self._tat = now  # every slot is taken again, at the new pace
-            self._hold_until = max(self._hold_until, now + max(DECREASE_HOLD_SECONDS, retry_after or 0.0))
+            if current:
+                self._hold_until = max(self._hold_until, now + max(DECREASE_HOLD_SECONDS, retry_after or 0.0))
             if retry_after is not None:
                 self._pause(retry_after, now)
 

@@ -215,7 +215,7 @@ class KlingHook(BaseHook):
                     time.sleep(slot.delay)
                     slot = slot_wait(budget, deadline, call.what, after=slot)
                 status, headers, body = self._send(settings, call, deadline)
-                return read_response(call, status, headers, body, settings.budgets)
+                return read_response(call, status, headers, body, settings.budgets, slot)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ----------------------------------------------------------------- sync API
@@ -459,7 +459,7 @@ class KlingHook(BaseHook):
             await asyncio.sleep(slot.delay)
             slot = slot_wait(budget, deadline, call.what, after=slot)
         status, headers, body = await self._asend(settings, call, deadline)
-        return read_response(call, status, headers, body, settings.budgets)
+        return read_response(call, status, headers, body, settings.budgets, slot)
 
     async def aget_task(
         self, task_or_business_id: str, policy: RetryPolicy | None = None, missing_ok: bool = False

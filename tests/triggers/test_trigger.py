@@ -157,3 +157,18 @@ async def test_throttled_polls_wait_for_retry_after_then_finish(sim):
     payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.2, end_time=time.time() + 30))
     assert payload["status"] == "success"
     assert sim.stats()["faults_fired"].get("rate_limit") == 3
+
+
+async def test_a_budget_paused_past_the_deadline_ends_in_timeout_at_the_deadline(sim):
+    """Another caller's long Retry-After pauses every poll of this key beyond this wait's end: the
+    wait keeps its deadline and says it was rate limited (it used to end in ``error`` after ten
+    polls, as if the server were broken)."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+    task = submit_task(business_id="kl_budget_paused")
+    KlingHook().settings.budgets.query.pause(120.0)
+    started = time.time()
+    payload = await one_event(KlingVideoTrigger(task.id, poll_interval=0.1, end_time=started + 3))
+    assert payload["status"] == "timeout" and "rate limited" in payload["message"]
+    assert time.time() - started >= 2.9
+    assert [r for r in sim.requests() if r["method"] == "GET"] == []

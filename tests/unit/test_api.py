@@ -193,9 +193,10 @@ def test_budget_wait_past_the_deadline_fails_without_taking_a_slot():
 
     budget = RequestBudget(per_minute=6000)
     budget.pause(30.0)
-    with pytest.raises(KlingAPIError, match="deadline") as info:
+    with pytest.raises(KlingRateLimitError, match="deadline") as info:
         slot_wait(budget, time.time() + 5, "status")
-    assert info.value.code == "timeout"
+    # A throttle (waited out like a 429 until the caller's deadline), not a transient fault.
+    assert info.value.code == "request_budget" and info.value.status is None
     assert 25 < slot_wait(budget, time.time() + 60, "status").delay <= 30
 
 
@@ -415,6 +416,37 @@ def test_aimd_halves_once_per_episode_then_grows_back_to_the_ceiling():
     for i in range(40):
         budget.throttled(None, now=10_000.0 + 2 * i)
     assert budget.pace(now=10_080.0) == MIN_PER_MINUTE
+
+
+def test_late_429s_to_requests_sent_before_a_decrease_do_not_decrease_again():
+    """On a loaded machine the answers to requests sent at the old pace arrive seconds after the
+    decrease (event-loop lag); each used to halve again, collapsing the pace to its floor."""
+    budget = RequestBudget(per_minute=1200)
+    early = budget.reserve(now=100.0)
+    budget.throttled(0.0, now=100.0, sent_generation=early.generation)
+    assert budget.pace(now=100.0) == 600
+    for lag in (2.0, 3.0, 4.0):  # past the hold, but sent before the decrease
+        budget.throttled(None, now=100.0 + lag, sent_generation=early.generation)
+    assert budget.decreases == 1 and budget.pace(now=104.0) == 600
+    fresh = budget.reserve(now=104.0)
+    budget.throttled(None, now=104.0, sent_generation=fresh.generation)  # sent at 600/min: still too fast
+    assert budget.decreases == 2 and budget.pace(now=104.0) == 300
+
+
+def test_a_429_carries_the_generation_of_the_slot_it_was_sent_on():
+    from airflow_provider_kling.api import Call, read_response
+    from airflow_provider_kling.ratelimit import budgets_for
+
+    budgets = budgets_for("http://h", "k", 300, 3000)
+    slot = budgets.query.reserve()
+    for _ in range(3):
+        with pytest.raises(KlingRateLimitError):
+            read_response(Call.status("t"), 429, {}, b"{}", budgets, slot)
+        time.sleep(0.01)
+    budgets.query._hold_until = 0.0  # past any hold: only the generation tells them apart
+    with pytest.raises(KlingRateLimitError):
+        read_response(Call.status("t"), 429, {}, b"{}", budgets, slot)
+    assert budgets.query.decreases == 1
 
 
 def test_slots_taken_before_a_decrease_are_taken_again_at_the_new_pace():
