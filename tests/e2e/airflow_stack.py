@@ -7,6 +7,11 @@ This module deliberately never imports Airflow: the test process talks to the st
 (trigger / unpause) and reads the SQLite metadata database read-only (states, XCom, triggers), so it does
 not depend on (or disturb) the in-process Airflow configuration of the unit tests.
 
+Components are tracked by name. A second instance of a job component (an HA triggerer, a second
+scheduler or dag-processor) is started under its own name, e.g.
+``stack.start_component("triggerer", name="triggerer-b", args=["--capacity", "50"])``, and killed or
+stopped by that name; it gets a log-server port of its own.
+
 Typical use::
 
     stack = AirflowStack(dags_folder, env={"AIRFLOW_CONN_KLING_DEFAULT": uri})
@@ -38,7 +43,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +55,11 @@ JOB_TYPES: dict[str, str] = {
     "scheduler": "SchedulerJob",
     "dag-processor": "DagProcessorJob",
     "triggerer": "TriggererJob",
+}
+#: Environment variable of the log-server port each component binds (a second instance needs another port).
+LOG_SERVER_PORT_VARS: dict[str, str] = {
+    "scheduler": "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+    "triggerer": "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
 }
 #: Key in ``/api/v2/monitor/health`` of each job component.
 HEALTH_KEYS: dict[str, str] = {
@@ -203,12 +213,20 @@ def _tail(path: Path, lines: int) -> str:
 
 
 class _Component:
-    def __init__(self, name: str) -> None:
+    """One process of the stack: ``airflow <kind> <args>`` under a unique ``name``."""
+
+    def __init__(self, name: str, kind: str, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         self.name = name
+        self.kind = kind
+        self.args = list(args)
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.expected_running = False
         self.starts = 0
+        #: the newest job id of this kind before the current process was spawned, and its own job id
+        self.after_job_id = 0
+        self.job_id: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -227,6 +245,8 @@ class AirflowStack:
     :param parallelism: ``[core] parallelism``: LocalExecutor worker processes (= worker slots).
     :param extra_config: Airflow settings as ``{"section.key": value}``, ``{"section": {"key": value}}``
         or ``{"AIRFLOW__SECTION__KEY": value}``; override :data:`FAST_CONFIG`.
+    :param component_args: extra command-line arguments per component started by :meth:`start`, e.g.
+        ``{"triggerer": ["--capacity", "20"]}``.
     :param home: AIRFLOW_HOME to use (default: a new temporary directory, removed by :meth:`stop`).
     :param keep_home: keep the temporary home after :meth:`stop` (also when ``KLING_E2E_KEEP_HOME=1``).
     """
@@ -238,6 +258,7 @@ class AirflowStack:
         parallelism: int = 1,
         extra_config: Mapping[str, Any] | None = None,
         *,
+        component_args: Mapping[str, Sequence[str]] | None = None,
         home: str | os.PathLike[str] | None = None,
         keep_home: bool | None = None,
     ) -> None:
@@ -275,7 +296,12 @@ class AirflowStack:
         self.airflow_bin = str(airflow_bin)
 
         self.env = self._build_env(env or {}, extra_config or {})
-        self.components: dict[str, _Component] = {name: _Component(name) for name in COMPONENTS}
+        unknown = set(component_args or {}) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"component_args for unknown component(s) {sorted(unknown)}; expected {COMPONENTS}")
+        self.components: dict[str, _Component] = {
+            name: _Component(name, name, (component_args or {}).get(name, ())) for name in COMPONENTS
+        }
         self.timings: dict[str, float] = {}
         #: every session id (= pid of a component at spawn) this stack ever created; orphans keep their sid
         self._sids: set[int] = set()
@@ -332,7 +358,7 @@ class AirflowStack:
         path = self.home / "simple_auth_manager_passwords.json.generated"
         path.write_text(json.dumps({"admin": self.admin_password}) + "\n")
 
-    def _popen(self, args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    def _popen(self, args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
         # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits: only use it from the main thread
         use_pdeathsig = threading.current_thread() is threading.main_thread()
         with log_path.open("ab") as log:
@@ -340,7 +366,7 @@ class AirflowStack:
             log.flush()
             proc = subprocess.Popen(
                 args,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -393,27 +419,60 @@ class AirflowStack:
 
     # ------------------------------------------------------------ components
 
-    def start_component(self, name: str, wait: bool = True, timeout: float = 60) -> int:
-        """Start one component (again); with ``wait``, block until it is up (new job heartbeating / API up)."""
-        comp = self._component(name)
+    def start_component(
+        self,
+        kind: str,
+        wait: bool = True,
+        timeout: float = 60,
+        *,
+        name: str | None = None,
+        args: Sequence[str] | None = None,
+    ) -> int:
+        """Start one component (again); with ``wait``, block until it is up (new job heartbeating / API up).
+
+        :param kind: the Airflow command (one of :data:`COMPONENTS`).
+        :param name: the component's name (default ``kind``). A new name starts another instance of
+            ``kind`` next to the first (not for the api-server, which owns the stack's URL); it gets
+            its own log-server port. Start it with ``wait`` before starting a third instance of the
+            same kind, so :meth:`job_id` tells their jobs apart.
+        :param args: extra arguments after ``airflow <kind>`` (default: those of the last start).
+        :returns: the pid of the new process.
+        """
+        if kind not in COMPONENTS:
+            raise ValueError(f"unknown component {kind!r}; expected one of {COMPONENTS}")
+        name = name or kind
         with self._lock:
+            comp = self.components.get(name)
+            if comp is None:
+                if kind == "api-server":
+                    raise ValueError("a second api-server is not supported (it would need the stack's port)")
+                port_var = LOG_SERVER_PORT_VARS.get(kind)
+                comp = self.components[name] = _Component(
+                    name, kind, env={port_var: str(free_port())} if port_var else None
+                )
+            elif comp.kind != kind:
+                raise ValueError(f"component {name!r} is a {comp.kind}, not a {kind}")
             if comp.running():
                 raise StackError(f"{name} is already running (pid {comp.pid})")
-            last_job = self._max_job_id(name)
+            if args is not None:
+                comp.args = list(args)
+            comp.after_job_id = self._max_job_id(kind)
+            comp.job_id = None
             comp.log_path = self.stack_logs / f"{name}.log"
-            comp.proc = self._popen([self.airflow_bin, name], comp.log_path)
+            comp.proc = self._popen([self.airflow_bin, kind, *comp.args], comp.log_path, comp.env)
             comp.expected_running = True
             comp.starts += 1
         if wait:
-            self.wait_component_up(name, after_job_id=last_job, timeout=timeout)
+            self.wait_component_up(name, after_job_id=comp.after_job_id, timeout=timeout)
         return comp.proc.pid
 
     def wait_component_up(self, name: str, after_job_id: int = 0, timeout: float = 60) -> None:
         """Wait until ``name`` is serving: the API answers, or a job newer than ``after_job_id`` is alive."""
-        if name == "api-server":
+        kind = self._component(name).kind
+        if kind == "api-server":
             self.wait_for(lambda: self._api_health() is not None, timeout, 0.25, what="api-server answering")
             return
-        job_type = JOB_TYPES[name]
+        job_type = JOB_TYPES[kind]
 
         def up() -> bool:
             row = self._query_one(
@@ -425,11 +484,22 @@ class AirflowStack:
 
         self.wait_for(up, timeout, 0.25, what=f"{name} job running")
 
+    def job_id(self, name: str) -> int | None:
+        """The ``job.id`` of a job component's current process (= ``trigger.triggerer_id`` for a
+        triggerer): the first job of its kind created after it was spawned; ``None`` until it exists."""
+        comp = self._component(name)
+        if comp.job_id is None and comp.proc is not None and comp.kind in JOB_TYPES:
+            row = self._query_one(
+                "SELECT MIN(id) FROM job WHERE job_type = ? AND id > ?", (JOB_TYPES[comp.kind], comp.after_job_id)
+            )
+            comp.job_id = row[0] if row else None
+        return comp.job_id
+
     def ensure_running(self, timeout: float = 60) -> None:
         """Start again any component that is not running (e.g. after a test killed it) and wait until healthy."""
-        for name, comp in self.components.items():
+        for name, comp in list(self.components.items()):
             if not comp.running():
-                self.start_component(name, wait=True, timeout=timeout)
+                self.start_component(comp.kind, wait=True, timeout=timeout, name=name)
         self.wait_healthy(timeout=timeout)
 
     def stop_component(self, name: str, grace: float = 15.0, force_after: float | None = None) -> int | None:
@@ -451,7 +521,7 @@ class AirflowStack:
     def restart(self, name: str, grace: float = 15.0, force_after: float | None = None, timeout: float = 60) -> int:
         """:meth:`stop_component` then :meth:`start_component` (waiting until it is up); return the new pid."""
         self.stop_component(name, grace=grace, force_after=force_after)
-        return self.start_component(name, wait=True, timeout=timeout)
+        return self.start_component(self._component(name).kind, wait=True, timeout=timeout, name=name)
 
     def kill(self, name: str, sig: int = signal.SIGKILL, tree: bool = True, timeout: float = 15) -> None:
         """Send ``sig`` to a component, by default to every process of its session (task runners included).
@@ -480,7 +550,7 @@ class AirflowStack:
         try:
             return self.components[name]
         except KeyError:
-            raise ValueError(f"unknown component {name!r}; expected one of {COMPONENTS}") from None
+            raise ValueError(f"unknown component {name!r}; known: {sorted(self.components)}") from None
 
     # ------------------------------------------------------------- shutdown
 
@@ -523,8 +593,8 @@ class AirflowStack:
         t0 = time.monotonic()
         deadline = t0 + grace
         live = [c for c in comps if c.proc is not None]
-        first = [c for c in live if c.name != "api-server"]
-        last = [c for c in live if c.name == "api-server"]
+        first = [c for c in live if c.kind != "api-server"]
+        last = [c for c in live if c.kind == "api-server"]
         exited: dict[str, float] = {}
         for phase in (first, last):
             signalled_at = time.monotonic()
@@ -792,11 +862,11 @@ class AirflowStack:
         """Read-only SQL on the metadata DB (tuples, or dicts keyed by column), for anything else."""
         return self._query(sql, params, as_dicts)
 
-    def _max_job_id(self, name: str) -> int:
-        if name not in JOB_TYPES or not self.db_path.exists():
+    def _max_job_id(self, kind: str) -> int:
+        if kind not in JOB_TYPES or not self.db_path.exists():
             return 0
         try:
-            row = self._query_one("SELECT MAX(id) FROM job WHERE job_type = ?", (JOB_TYPES[name],))
+            row = self._query_one("SELECT MAX(id) FROM job WHERE job_type = ?", (JOB_TYPES[kind],))
         except sqlite3.Error:
             return 0
         return (row[0] if row else None) or 0
@@ -979,7 +1049,7 @@ class AirflowStack:
         - ``"trigger-runner"``: the triggerer's async runner subprocess (where triggers' ``run()`` executes);
         - ``"other"``: e.g. short-lived DAG file parsing processes of the dag-processor.
         """
-        sessions = {c.pid: c.name for c in self.components.values() if c.pid is not None and c.running()}
+        sessions = {c.pid: c for c in self.components.values() if c.pid is not None and c.running()}
         out = []
         for pid in self._stack_pids():
             st = _proc_stat(pid)
@@ -995,7 +1065,7 @@ class AirflowStack:
                 role = "task"
             elif cmd.startswith("airflow serve-logs"):
                 role = "log-server"
-            elif sessions.get(sid) == "triggerer" and ppid == sid:
+            elif sid in sessions and sessions[sid].kind == "triggerer" and ppid == sid:
                 role = "trigger-runner"
             else:
                 role = "other"
@@ -1005,7 +1075,7 @@ class AirflowStack:
                     "ppid": ppid,
                     "pgid": pgid,
                     "sid": sid,
-                    "component": sessions.get(sid),
+                    "component": sessions[sid].name if sid in sessions else None,
                     "role": role,
                     "cmdline": cmd,
                 }
