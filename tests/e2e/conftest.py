@@ -44,7 +44,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 _FAILED = pytest.StashKey[bool]()
 
 
-def _skip_reason() -> str | None:
+def skip_reason() -> str | None:
     if os.environ.get("KLING_SKIP_E2E") == "1":
         return "end-to-end Airflow stack disabled by KLING_SKIP_E2E=1"
     if not sys.platform.startswith("linux"):
@@ -73,7 +73,7 @@ def airflow_stack(request: pytest.FixtureRequest, e2e_stack_env, e2e_stack_confi
     Tests that kill or stop a component should call ``airflow_stack.ensure_running()`` afterwards (or at
     their start) so later tests get a complete stack.
     """
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
 

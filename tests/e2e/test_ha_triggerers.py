@@ -21,9 +21,9 @@ import pytest
 
 from tests.conftest import connection_uri
 from tests.e2e.airflow_stack import AirflowStack
-from tests.e2e.conftest import DAGS_FOLDER, _skip_reason
+from tests.e2e.checks import CREATE_PATH, assert_key_never_stored, plain
+from tests.e2e.conftest import DAGS_FOLDER, skip_reason
 from tests.e2e.dags.e2e_kling_ha import DAG_ID, PROMPTS
-from tests.e2e.test_kling_e2e import CREATE_PATH, assert_key_never_stored, plain
 from tests.reliability.simulator_process import call, simulator_process
 
 pytestmark = pytest.mark.e2e
@@ -77,7 +77,7 @@ def quota_sim(tmp_path):
 def ha_stack(request, quota_sim):
     """A stack of its own: triggerer A with capacity CAPACITY_A, PARALLELISM worker slots. When the test
     fails, its Airflow home is kept, with the simulator's request log in ``simulator-requests.json``."""
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     stack = AirflowStack(
