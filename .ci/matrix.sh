@@ -2,7 +2,8 @@
 # One end of the supported range: `.ci/matrix.sh low|high`.
 #   low  = the lowest supported Airflow and every runtime floor (.ci/requirements-low.txt) on the newest Python 3.10
 #   high = the newest Airflow on PyPI (.ci/requirements-high.txt) on the newest Python 3.13
-# Both run the in-process suite (`-m "not e2e"`); MATRIX_E2E=1 adds the real-process tests to high.
+# Both run the in-process suite (`-m "not e2e"`; MATRIX_PYTEST_ARGS, default sequential, e.g. `-n 2
+# --dist loadfile` as `make matrix` sets it); MATRIX_E2E=1 adds the real-process tests to high.
 # Each end gets its own venv under .matrix/, made from pyenv's interpreter (no Python download) and
 # installed exactly from the committed pinned file, plus this project editable without dependencies.
 set -euo pipefail
@@ -41,10 +42,10 @@ print(f"matrix: Python {sys.version.split()[0]}, apache-airflow {version('apache
 PY
 
 # The in-process suite: every module imported, every example DAG parsed (DagBag) and run through dag.test().
-"$venv/bin/python" -m pytest -m "not e2e" -p no:xdist -q ${MATRIX_PYTEST_ARGS:-}
+"$venv/bin/python" -m pytest -m "not e2e" -q ${MATRIX_PYTEST_ARGS:--p no:xdist}
 if [[ $end == high && ${MATRIX_E2E:-0} == 1 ]]; then
     # Opt-in: the real-Airflow processes on Python 3.13. `make test` already runs them on the same
     # Airflow release (Python of .venv), and they bind fixed ports, so CI does not start them twice.
-    "$venv/bin/python" -m pytest -m e2e -p no:xdist -q ${MATRIX_PYTEST_ARGS:-}
+    "$venv/bin/python" -m pytest -m e2e -p no:xdist -q
 fi
 echo "matrix $end: install ${installed} s, total $((SECONDS - started)) s"
