@@ -68,10 +68,10 @@ NO_URL_EXTRA_POLLS = 3
 JITTER = 0.05
 #: Trigger wake-ups are aligned to a grid (on the loop's clock) of this fraction of the poll
 #: interval, at most :data:`WAKE_GRID_MAX_SECONDS`: polls due within the same grid step go out in one
-#: event-loop iteration instead of one wake-up each (0.2 s for a 10 s interval). Each wake-up moves
+#: event-loop iteration instead of one wake-up each (0.1 s for a 10 s interval). Each wake-up moves
 #: by at most half a step either way, so the mean interval is the one asked for.
 WAKE_GRID_FRACTION = 0.02
-WAKE_GRID_MAX_SECONDS = 0.25
+WAKE_GRID_MAX_SECONDS = 0.1
 #: A trigger's first poll comes after this fraction of the interval at the earliest (uniformly
 #: spread up to the whole interval), never later than the interval.
 FIRST_POLL_FROM = 0.5

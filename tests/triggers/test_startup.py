@@ -12,7 +12,7 @@ import pytest
 from airflow_provider_kling import compat, startup
 from airflow_provider_kling.exceptions import KlingAuthError
 from airflow_provider_kling.hooks.kling import KlingHook
-from airflow_provider_kling.wait import WAKE_GRID_FRACTION, coalesced
+from airflow_provider_kling.wait import WAKE_GRID_FRACTION, WAKE_GRID_MAX_SECONDS, coalesced
 from tests.conftest import TEST_API_KEY, connection_uri, submit_task
 
 ROTATED_KEY = "sk-kling-test-ROTATED-9a8b7c"
@@ -134,7 +134,7 @@ def test_start_ups_beyond_the_limit_wait_for_later_loop_iterations():
 @pytest.mark.parametrize("interval", [1.0, 10.0, 60.0])
 def test_wake_ups_land_on_the_grid_within_half_a_step(interval):
     rng = random.Random(3)
-    grid = min(0.25, interval * WAKE_GRID_FRACTION)
+    grid = min(WAKE_GRID_MAX_SECONDS, interval * WAKE_GRID_FRACTION)
     wakes = set()
     for _ in range(2000):
         now = 1000.0 + rng.uniform(0, 0.5)
@@ -149,7 +149,10 @@ def test_wake_ups_land_on_the_grid_within_half_a_step(interval):
 
 
 def test_coalescing_never_passes_the_deadline_nor_wakes_before_retry_after():
-    assert math.isclose(coalesced(100.0, 9.95, 10.0, remaining=1e9), 10.0)  # rounded up to the grid
-    assert coalesced(100.0, 9.95, 10.0, remaining=9.96) == 9.95  # ... but not past the deadline
-    assert math.isclose(coalesced(100.0, 9.88, 10.0, remaining=1e9), 9.8)  # rounded down to the grid
-    assert coalesced(100.0, 9.88, 10.0, remaining=1e9, minimum=9.85) == 9.85  # ... but not before Retry-After
+    g = min(WAKE_GRID_MAX_SECONDS, 10.0 * WAKE_GRID_FRACTION)
+    up, down = 10.0 - 0.3 * g, 10.0 - 0.7 * g
+    assert math.isclose(coalesced(100.0, up, 10.0, remaining=1e9), 10.0)  # rounded up to the grid
+    assert coalesced(100.0, up, 10.0, remaining=10.0 - 0.1 * g) == up  # ... but not past the deadline
+    assert math.isclose(coalesced(100.0, down, 10.0, remaining=1e9), 10.0 - g)  # rounded down to the grid
+    retry_after = 10.0 - 0.6 * g
+    assert coalesced(100.0, down, 10.0, remaining=1e9, minimum=retry_after) == retry_after  # not before it
