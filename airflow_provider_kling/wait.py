@@ -71,6 +71,7 @@ JITTER = 0.05
 #: event-loop iteration instead of one wake-up each (0.1 s for a 10 s interval). Each wake-up moves
 #: by at most half a step either way, so the mean interval is the one asked for.
 WAKE_GRID_FRACTION = 0.02
+#: The largest wake-up grid step, seconds.
 WAKE_GRID_MAX_SECONDS = 0.1
 #: A trigger's first poll comes after this fraction of the interval at the earliest (uniformly
 #: spread up to the whole interval), never later than the interval.
