@@ -1,7 +1,7 @@
 """The floor under CPU per poll: a bare aiohttp GET vs the provider's poll, same rate and batching.
 
 ``python -m benchmarks.poll_cost``. In a fresh process with Airflow imported, status requests go out
-at 100 a second (what 1,000 triggers at 10 s ask for) in batches of 20 per loop iteration (what the
+at 100 a second (what 1,000 triggers at 10 s ask for) in batches of 10 per loop iteration (what the
 wake-up grid of a 10 s interval makes of them), on the loop's shared session, alternately as a bare
 ``session.get`` + ``json.loads`` and as the provider's poll (:func:`airflow_provider_kling.wait.apoll`:
 budget, attempt bounds, parsing, the wait decision). The bare figure is what any aiohttp client pays
@@ -19,7 +19,7 @@ from typing import Any
 from benchmarks.common import KEY, Figure, child_env, create, run_child, simulator
 
 RATE = 100.0
-BATCH = 20
+BATCH = 10
 REQUESTS = 2000
 ROUNDS = 2
 
