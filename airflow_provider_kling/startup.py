@@ -14,8 +14,9 @@ at N=5,000. Here:
   looks up again, so a rotated key or a changed extra is seen by every trigger started after the
   TTL. A failed lookup is never kept: its waiters get its error, the next trigger tries again.
 
-Both are kept per loop object (weakly, like the shared sessions of ``airflow_provider_kling.sessions``) and the TTL runs
-on the loop's clock, so nothing is shared between loops or outlives one.
+Both are kept per loop object (weakly, like the shared sessions of
+``airflow_provider_kling.sessions``) and the TTL runs on the loop's clock, so nothing is shared
+between loops or outlives one.
 """
 
 from __future__ import annotations

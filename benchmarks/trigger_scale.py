@@ -182,16 +182,16 @@ def peer_figures(ours: dict[str, Any], peer: dict[str, Any]) -> list[Figure]:
         return ours[key] / peer[key] if peer[key] else float("inf")
 
     rows = []
-    for key, what, unit in (
-        ("cpu_ms_per_poll", "CPU per status poll", "ms"),
-        ("rss_kb_per_trigger", "RSS per waiting trigger", "KB"),
-        ("sockets_max", "open sockets (client max)", ""),
+    for key, what, fmt in (
+        ("cpu_ms_per_poll", "CPU per status poll", "{:.3f} ms"),
+        ("rss_kb_per_trigger", "RSS per waiting trigger", "{:.1f} KB"),
+        ("sockets_max", "open sockets (client max)", "{:.0f}"),
     ):
         rows.append(
             Figure(
                 f"N={n}: {what}: ours / peer",
-                f"{ours[key]:.3g} / {peer[key]:.3g} = {ratio(key):.2f}",
-                unit,
+                f"{fmt.format(ours[key])} / {fmt.format(peer[key])} = {ratio(key):.2f}",
+                "",
                 "ratio < 1",
                 ratio(key) < 1,
             )
@@ -205,8 +205,8 @@ def peer_figures(ours: dict[str, Any], peer: dict[str, Any]) -> list[Figure]:
             None,
         ),
         Figure(
-            f"N={n}: peer: status polls / TCP connections opened",
-            f"{peer['polls']} / {peer['server_connections']} max open",
+            f"N={n}: peer: status polls (a new connection each) / simulator max connections",
+            f"{peer['polls']} / {peer['server_connections']}",
             "",
             "(reported)",
             None,
