@@ -12,7 +12,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 from typing import Any
@@ -697,7 +697,9 @@ class KlingTask:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (datetimes as ISO-8601 UTC), e.g. for a trigger event."""
-        out = asdict(self)
+        # Every field is a scalar, a datetime or the status: a flat copy (``asdict`` deep-copies each
+        # value, ~0.1 ms a task, once per trigger event).
+        out = {f.name: getattr(self, f.name) for f in _TASK_FIELDS}
         out["status"] = self.status.value
         for key in ("created_at", "completed_at", "expires_at"):
             out[key] = _iso(getattr(self, key))
@@ -746,6 +748,9 @@ class KlingTask:
             "completed_at": _iso(self.completed_at),
             "progress": self.progress,
         }
+
+
+_TASK_FIELDS = fields(KlingTask)
 
 
 def _video(data: Mapping[str, Any]) -> tuple[str | None, str]:

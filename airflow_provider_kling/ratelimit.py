@@ -169,7 +169,7 @@ class RequestBudget:
         429s to requests sent on a slot of an earlier generation, answer requests sent before the
         decrease, so they pause but do not decrease again.
 
-        :param sent_generation: the :attr:`Slot.generation` the limited request was sent on, if known.
+        :param sent_generation: the ``Slot.generation`` the limited request was sent on, if known.
         """
         now = time.monotonic() if now is None else now
         with self._lock:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from datetime import timedelta
@@ -65,6 +66,16 @@ MAX_CONSECUTIVE_ERRORS = 10
 #: Extra polls when the API says ``completed`` but gives no URL, before it is a contract error.
 NO_URL_EXTRA_POLLS = 3
 JITTER = 0.05
+#: Trigger wake-ups are aligned to a grid (on the loop's clock) of this fraction of the poll
+#: interval, at most :data:`WAKE_GRID_MAX_SECONDS`: polls due within the same grid step go out in one
+#: event-loop iteration instead of one wake-up each (0.1 s for a 10 s interval). Each wake-up moves
+#: by at most half a step either way, so the mean interval is the one asked for.
+WAKE_GRID_FRACTION = 0.02
+#: The largest wake-up grid step, seconds.
+WAKE_GRID_MAX_SECONDS = 0.1
+#: A trigger's first poll comes after this fraction of the interval at the earliest (uniformly
+#: spread up to the whole interval), never later than the interval.
+FIRST_POLL_FROM = 0.5
 
 
 def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
@@ -315,12 +326,39 @@ def wait_blocking(hook: KlingHook, state: WaitState, poll_interval: float) -> di
             return event
 
 
+def coalesced(now: float, delay: float, interval: float, remaining: float, minimum: float = 0.0) -> float:
+    """``delay`` moved to the nearest step of the wake-up grid (timer coalescing: every wait due in
+    the same step wakes in one loop iteration).
+
+    :param now: the loop's clock.
+    :param delay: the jittered delay until the next poll.
+    :param interval: the poll interval (the grid is :data:`WAKE_GRID_FRACTION` of it).
+    :param remaining: seconds to the deadline: a wake-up that would pass it keeps its exact ``delay``.
+    :param minimum: never wake earlier than this (a ``Retry-After``).
+    """
+    grid = min(WAKE_GRID_MAX_SECONDS, interval * WAKE_GRID_FRACTION)
+    aligned = math.ceil((now + delay - grid / 2) / grid) * grid - now
+    if aligned > remaining:
+        return delay
+    return max(aligned, minimum, 0.0)
+
+
 async def await_event(hook: KlingHook, state: WaitState, poll_interval: float) -> dict[str, Any]:
-    """The trigger's wait: :func:`apoll` until an event or the deadline, never blocking the loop."""
+    """The trigger's wait: :func:`apoll` until an event or the deadline, never blocking the loop.
+
+    Wake-ups are coalesced on a grid (see :func:`coalesced`).
+    """
+    loop = asyncio.get_running_loop()
+    # Triggers that start together (a triggerer restart, a backfill deferring) spread their first
+    # polls over the second half of the interval instead of all polling one interval later.
+    scale = random.uniform(FIRST_POLL_FROM, 1.0)
     while True:
-        if state.remaining() <= 0:
+        remaining = state.remaining()
+        if remaining <= 0:
             return state.timeout_event()
-        await asyncio.sleep(state.next_delay(poll_interval))
+        delay = state.next_delay(poll_interval) * scale
+        scale = 1.0
+        await asyncio.sleep(coalesced(loop.time(), delay, poll_interval, remaining, state.retry_after or 0.0))
         event = await apoll(hook, state)
         if event is not None:
             return event

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEY = "sk-bench-key"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -108,3 +109,33 @@ def open_sockets() -> int:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def child_env(base: str, **extra) -> dict[str, str]:
+    """Environment of a measuring child process: its own AIRFLOW_HOME, no examples, the Kling connection."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_")}
+    env.update(
+        AIRFLOW_HOME=tempfile.mkdtemp(prefix="kling-bench-home-"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW_CONN_KLING_DEFAULT=json.dumps({"conn_type": "kling", "host": base, "password": KEY, "extra": extra}),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+def run_child(module: str, spec: dict, env: dict[str, str], timeout: float = 600) -> dict:
+    """Run ``python -m module --child SPEC`` in a fresh process (its CPU, RSS and sockets are the
+    measurement, nothing else's); return the JSON it prints last."""
+    spec_file = Path(tempfile.mkdtemp(prefix="kling-bench-spec-")) / "spec.json"
+    spec_file.write_text(json.dumps(spec))
+    out = subprocess.run(
+        [sys.executable, "-m", module, "--child", str(spec_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{module} child failed (rc={out.returncode}):\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

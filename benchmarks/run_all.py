@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import overhead, trigger_scale, worker_slot
+from benchmarks import overhead, poll_cost, quota, trigger_scale, worker_slot
 from benchmarks.common import Figure
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
@@ -42,8 +42,19 @@ def main() -> int:
 
     section("Worker-slot seconds per generation (real Airflow, 30 s generation)", worker_slot.measure())
     for n in (1000, 5000):
-        section(f"Triggerer scale, N={n} (poll interval 10 s)", trigger_scale.figures(trigger_scale.measure(n)))
-    section("Default quota (3,000/min) against a quota-enforcing server", trigger_scale.measure_default_quota())
+        ours = trigger_scale.measure(n)
+        section(f"Triggerer scale, N={n} started at once (poll interval 10 s)", trigger_scale.figures(ours))
+        peer = trigger_scale.measure(n, "peer")
+        section(
+            f"Side by side, N={n}: our trigger vs a new aiohttp session per poll (the http provider's pattern)",
+            trigger_scale.peer_figures(ours, peer),
+        )
+    section("Where a poll's CPU goes: bare aiohttp vs the provider's poll", poll_cost.measure())
+    section(
+        "10,000 waits in one process (poll interval 10 s)",
+        trigger_scale.large_figures(trigger_scale.measure(10_000)),
+    )
+    section("Default quota (3,000/min) against a quota-enforcing server", quota.measure_default_quota())
     section("DAG-parse cost, submit overhead, polling efficiency", overhead.measure())
 
     judged = [f for _, figures in sections for f in figures if f.met is not None]

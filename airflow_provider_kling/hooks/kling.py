@@ -85,7 +85,9 @@ class KlingHook(BaseHook):
     status, upload and download; 30 s for :meth:`test_connection`, which the UI waits for.
 
     Sync methods use ``requests``. Triggers use the hook as an async context manager, which resolves
-    the connection without blocking and borrows the event loop's shared aiohttp session::
+    the connection without blocking (one lookup per event loop and connection, shared for
+    :data:`~airflow_provider_kling.startup.SETTINGS_TTL_SECONDS`) and borrows the event loop's shared
+    aiohttp session::
 
         async with KlingHook("kling_default") as hook:
             task = await hook.aget_task(task_id)
@@ -384,14 +386,21 @@ class KlingHook(BaseHook):
     # ----------------------------------------------------------------- async
 
     async def __aenter__(self) -> KlingHook:
-        from airflow_provider_kling.compat import get_async_connection, get_async_extra_dejson
         from airflow_provider_kling.sessions import borrow_session
+        from airflow_provider_kling.startup import shared_settings
 
-        conn = await get_async_connection(self.kling_conn_id, hook=self)
-        self._async_settings = self._settings_from(conn, await get_async_extra_dejson(conn))
+        # One connection lookup per loop and connection serves every trigger starting within seconds.
+        self._async_settings = await shared_settings((type(self), self.kling_conn_id), self._alookup_settings)
         self._session_cm = borrow_session()
         self._session = await self._session_cm.__aenter__()
         return self
+
+    async def _alookup_settings(self) -> ClientSettings:
+        """Resolve the connection without blocking the loop (async secrets lookup, then the extras)."""
+        from airflow_provider_kling.compat import get_async_connection, get_async_extra_dejson
+
+        conn = await get_async_connection(self.kling_conn_id, hook=self)
+        return self._settings_from(conn, await get_async_extra_dejson(conn))
 
     async def __aexit__(self, *exc: object) -> None:
         cm, self._session_cm, self._session = self._session_cm, None, None

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.startup import staggered_start
 from airflow_provider_kling.wait import DEFAULT_TIMEOUT, WaitState, await_event
 
 
@@ -16,7 +17,9 @@ class KlingVideoTrigger(BaseTrigger):
     """Poll a Kling task until it completes, fails or the deadline passes; yield exactly one event.
 
     Every trigger on the event loop polls through one shared HTTP session; the connection (and so
-    the API key) is resolved asynchronously inside :meth:`run` and never stored in the kwargs. The
+    the API key) is resolved asynchronously inside :meth:`run`, once for all the triggers starting
+    on the loop within seconds, and never stored in the kwargs. Triggers starting together start a
+    bounded number per loop iteration (:mod:`airflow_provider_kling.startup`). The
     wait itself is :func:`airflow_provider_kling.wait.await_event`; any exception becomes the one
     ``error`` event.
 
@@ -58,6 +61,8 @@ class KlingVideoTrigger(BaseTrigger):
         return f"<{type(self).__name__} kling_task_id={self.kling_task_id!r} end_time={self.end_time}>"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        # Thousands of triggers starting at once start a bounded number per loop iteration.
+        await staggered_start()
         state = WaitState(self.kling_task_id, self.client_business_id, self.end_time)
         try:
             async with KlingHook(self.kling_conn_id) as hook:
