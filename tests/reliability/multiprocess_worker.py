@@ -23,6 +23,32 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
     from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 
     request = KlingVideoRequest.from_kwargs(prompt="a multi-process burst")
+    from airflow_provider_kling.ratelimit import RequestBudget
+
+    # What each budget did, in order (shown when the test fails).
+    trace: list[list[Any]] = []
+    throttled, pause = RequestBudget.throttled, RequestBudget.pause
+
+    def traced_throttled(self, retry_after, now=None, sent_generation=None):  # type: ignore[no-untyped-def]
+        throttled(self, retry_after, now, sent_generation)
+        trace.append(
+            [
+                round(time.time() - spec["start_at"], 3),
+                "429",
+                self.per_minute,
+                retry_after,
+                sent_generation,
+                self.generation,
+                round(self.pace(), 1),
+                round(self.paused_for(), 3),
+            ]
+        )
+
+    def traced_pause(self, seconds, now=None):  # type: ignore[no-untyped-def]
+        pause(self, seconds, now)
+        trace.append([round(time.time() - spec["start_at"], 3), "pause", self.per_minute, seconds])
+
+    RequestBudget.throttled, RequestBudget.pause = traced_throttled, traced_pause  # type: ignore[method-assign]
 
     def submit(business_id: str) -> str:
         hook = KlingHook()
@@ -49,7 +75,10 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         "created": created_ids,
         "query_decreases": budgets.query.decreases,
         "submit_decreases": budgets.submit.decreases,
+        "trace": trace[-60:],
         "query_pace": budgets.query.pace(),
+        "query_pauses": budgets.query.pauses,
+        "submit_pace": budgets.submit.pace(),
     }
 
 

@@ -23,6 +23,13 @@ import pytest
 from tests.conftest import TEST_API_KEY, connection_uri
 from tests.reliability.simulator_process import call, simulator_process
 
+#: Run in the sequential (real-process) phase of ``make test``, not beside the parallel suite: twice in
+#: CI, run next to the other pytest worker (and the other end of the matrix) on a 2-core machine, one
+#: process's waits could not poll within their 45 s (its budget slowed far below its share), which
+#: neither a run alone nor one under five CPU-bound hogs ever showed. The budgets' trace (every 429
+#: and pause: time, pace, generation) is in the failure message should it recur.
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[2]
 PROCESSES = 2
 WAITS_PER_PROCESS = 200
@@ -116,7 +123,8 @@ def test_processes_sharing_a_key_converge_to_the_quota(quota_simulator):
     for p, output in enumerate(outputs):
         assert [len(events) for events in output["events"]] == [1] * WAITS_PER_PROCESS
         unsuccessful = [events[0] for events in output["events"] if events[0]["status"] != "success"]
-        assert not unsuccessful, f"{len(unsuccessful)} waits did not succeed, e.g. {unsuccessful[:3]}"
+        budgets = {k: v for k, v in output.items() if k not in ("events", "created")}
+        assert not unsuccessful, f"{len(unsuccessful)} waits did not succeed ({budgets}), e.g. {unsuccessful[:3]}"
         assert [events[0]["kling_task_id"] for events in output["events"]] == task_ids[p]
 
     log = [r for r in call(base, "/_sim/requests")["requests"] if r["t"] >= start_at - 1]
