@@ -23,10 +23,6 @@ E2E_DIR = Path(__file__).resolve().parent
 DAGS_FOLDER = E2E_DIR / "dags"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: end-to-end test against a real Airflow stack (KLING_SKIP_E2E=1 skips)")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_DIR in Path(str(item.path)).resolve().parents:
