@@ -12,9 +12,12 @@ own pace by additive increase / multiplicative decrease. A 429 halves the pace (
 429 the pace grows back linearly (``INCREASE_PER_SECOND`` of the ceiling a second) to the
 configured ceiling. Processes sharing a quota so settle around it, the way TCP flows share a link.
 
-Reservations are computed under a lock held for microseconds and return how long to wait; the
-caller sleeps (``time.sleep`` in a worker, ``asyncio.sleep`` on an event loop), so this module
-never blocks a loop.
+A reservation is a place in line, not a time: the line drains at the pace of the moment, so when the
+pace drops every place already taken comes later, and when it grows back they all come sooner (a
+backlog reserved at a low pace drains at the recovered one, in order). Reservations are computed
+under a lock held for microseconds and return how long to sleep before checking again; the caller
+sleeps (``time.sleep`` in a worker, ``asyncio.sleep`` on an event loop), so this module never
+blocks a loop.
 """
 
 from __future__ import annotations
@@ -60,14 +63,24 @@ DECREASE_HOLD_SECONDS = 1.0
 
 
 class Slot(NamedTuple):
-    """A reserved send time: sleep ``delay`` seconds, then :meth:`RequestBudget.recheck`."""
+    """A reserved place in line: sleep ``delay`` seconds, then :meth:`RequestBudget.recheck`.
+
+    ``delay`` is 0 when the request may be sent now. ``place`` is the slot's place in the budget's line
+    (see :class:`RequestBudget`); ``generation`` the budget's :attr:`~RequestBudget.generation` when it
+    was last checked.
+    """
 
     delay: float
     generation: int
+    place: float = 0.0
 
 
 class RequestBudget:
     """A cell-rate (token bucket) limiter with a shared pause and an adaptive (AIMD) pace.
+
+    The budget is a line of places drained by a clock that counts sent requests: it advances at the
+    pace of the moment (requests a second), stands still during a pause, and a place comes due when
+    the clock reaches it. A change of pace or a pause so moves every place already taken, in order.
 
     :param per_minute: the ceiling: sustained requests a minute when no 429 is seen.
     :param burst_seconds: how many seconds' worth of requests may be sent at once.
@@ -75,13 +88,15 @@ class RequestBudget:
 
     def __init__(self, per_minute: float = DEFAULT_REQUESTS_PER_MINUTE, burst_seconds: float = DEFAULT_BURST_SECONDS):
         self._lock = threading.Lock()
-        self._tat = 0.0
+        self._clock = 0.0  # the line's clock at ``_clock_at`` (places)
+        self._clock_at: float | None = None  # from when it advances (a pause's end while paused)
+        self._next = 0.0  # the next free place
         self._paused_until = 0.0
         self._hold_until = 0.0
         self._decreased_at = -math.inf
         self._decreased_to = math.inf
         self._pace = math.inf
-        #: Bumped by every decrease: slots reserved before it are taken again at the new pace.
+        #: Bumped by every decrease: a 429 to a request sent on an earlier generation does not decrease.
         self.generation = 0
         self.pauses = 0
         self.decreases = 0
@@ -93,12 +108,26 @@ class RequestBudget:
             self.per_minute = float(per_minute)
             self._burst = burst_seconds
             self._decreased_to = min(self._decreased_to, self.per_minute)
-            self._set_pace(min(self._pace, self.per_minute))
+            self._set_pace(min(self._pace, self.per_minute), time.monotonic())
 
-    def _set_pace(self, per_minute: float) -> None:
+    def _advance(self, now: float) -> None:
+        """Bring the clock to ``now`` at the current pace (called under the lock)."""
+        if self._clock_at is None:
+            self._clock_at = now
+        elif now > self._clock_at:
+            self._clock += self._rate * (now - self._clock_at)
+            self._clock_at = now
+
+    def _set_pace(self, per_minute: float, now: float) -> None:
+        if self._clock_at is not None:
+            self._advance(now)  # the time so far counts at the old pace
         self._pace = per_minute
-        self._interval = 60.0 / (per_minute * SAFETY_FACTOR)
-        self._tolerance = max(self._interval, self._burst)
+        self._rate = per_minute * SAFETY_FACTOR / 60.0
+        self._tolerance = max(1.0, self._burst * self._rate)  # places that may be sent at once
+        # Growth of the rate a second while below the ceiling (places/s²), for early wake-ups.
+        self._growth = (
+            0.0 if per_minute >= self.per_minute else self.per_minute * SAFETY_FACTOR * INCREASE_PER_SECOND / 60.0
+        )
 
     def _update_pace(self, now: float) -> None:
         """Grow a decreased pace back toward the ceiling (called under the lock)."""
@@ -111,7 +140,7 @@ class RequestBudget:
             self._decreased_to = self.per_minute
             grown = self.per_minute
         if grown != self._pace:
-            self._set_pace(grown)
+            self._set_pace(grown, now)
 
     def pace(self, now: float | None = None) -> float:
         """The current pace, requests a minute (the ceiling unless 429s lowered it)."""
@@ -120,31 +149,49 @@ class RequestBudget:
             self._update_pace(now)
             return self._pace
 
-    def reserve(self, now: float | None = None, max_wait: float = math.inf) -> Slot | None:
-        """Take the next slot: the seconds to wait before sending (0 when free) and its generation.
+    def _slot(self, place: float, now: float, max_wait: float) -> Slot | None:
+        """When ``place`` comes due at the current pace, as a slot (called under the lock)."""
+        self._advance(now)
+        assert self._clock_at is not None
+        ahead = place - self._clock  # places still to drain before this one
+        start = max(0.0, self._clock_at - now)  # a pause still running
+        if ahead <= 1e-9 and start <= 0.0:
+            return Slot(0.0, self.generation, place)
+        due = start + max(0.0, ahead) / self._rate
+        if due > max_wait:
+            return None
+        if self._growth and ahead > 0:
+            # The pace may grow back while we sleep: wake by the earliest moment the place could come
+            # due (the rate rising as fast as it may from the end of any pause), then look again.
+            rate = self._rate + self._growth * start
+            due = min(due, start + (math.sqrt(rate * rate + 2 * self._growth * ahead) - rate) / self._growth)
+        return Slot(max(due, 1e-6), self.generation, place)
 
-        :param max_wait: the longest wait the caller can afford (its deadline); when the slot comes
-            later, no slot is taken and ``None`` is returned.
+    def reserve(self, now: float | None = None, max_wait: float = math.inf) -> Slot | None:
+        """Take the next place in line: the seconds to sleep before sending or checking again (0 when
+        free) and its generation.
+
+        :param max_wait: the longest wait the caller can afford (its deadline); when the place comes
+            due later at the current pace, no place is taken and ``None`` is returned.
         """
         now = time.monotonic() if now is None else now
         with self._lock:
             self._update_pace(now)
-            start = max(now, self._paused_until)
-            tat = max(self._tat, start)
-            allowed_at = max(start, tat - self._tolerance + self._interval)
-            delay = allowed_at - now
-            if delay > max_wait:
-                return None
-            self._tat = tat + self._interval
-            return Slot(delay if delay > 1e-6 else 0.0, self.generation)
+            self._advance(now)
+            nxt = max(self._next, self._clock) + 1.0
+            slot = self._slot(nxt - self._tolerance, now, max_wait)
+            if slot is not None:
+                self._next = nxt
+            return slot
 
     def recheck(self, slot: Slot, now: float | None = None, max_wait: float = math.inf) -> Slot | None:
-        """After sleeping a slot's delay: a zero delay to send now, or a fresh slot when a pause
-        began meanwhile (a ``Retry-After`` seen by another caller holds this one too) or a 429
-        lowered the pace since the slot was taken; ``None`` when that slot comes after ``max_wait``."""
-        if slot.generation != self.generation or self.paused_for(now) > 0:
-            return self.reserve(now, max_wait)
-        return Slot(0.0, slot.generation)
+        """After sleeping a slot's delay: a zero delay to send now, or the time left until its place
+        comes due at the pace of the moment (later after a pause or a decrease, sooner when the pace
+        grew back); ``None`` when that comes after ``max_wait`` (the place is given up)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._update_pace(now)
+            return self._slot(slot.place, now, max_wait)
 
     def pause(self, seconds: float, now: float | None = None) -> None:
         """Hold every caller of this budget for ``seconds`` (a ``Retry-After`` from the server)."""
@@ -157,8 +204,9 @@ class RequestBudget:
         if until > self._paused_until:
             self._paused_until = until
             self.pauses += 1
-        # Reservations made before the pause restart after it, paced again.
-        self._tat = max(self._tat, until)
+            self._advance(now)
+            # The clock stands still until the pause ends: every place in line comes after it.
+            self._clock_at = max(self._clock_at or now, until)
 
     def throttled(
         self, retry_after: float | None, now: float | None = None, sent_generation: int | None = None
@@ -178,10 +226,9 @@ class RequestBudget:
                 self._update_pace(now)
                 self._decreased_to = max(MIN_PER_MINUTE, min(self._pace * DECREASE_FACTOR, self.per_minute))
                 self._decreased_at = now
-                self._set_pace(self._decreased_to)
+                self._set_pace(self._decreased_to, now)  # every place in line drains at the new pace
                 self.decreases += 1
                 self.generation += 1
-                self._tat = now  # every slot is taken again, at the new pace
             if current:
                 self._hold_until = max(self._hold_until, now + max(DECREASE_HOLD_SECONDS, retry_after or 0.0))
             if retry_after is not None:

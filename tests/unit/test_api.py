@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import itertools
 import time
 from types import SimpleNamespace
 
@@ -460,4 +461,50 @@ def test_slots_taken_before_a_decrease_are_taken_again_at_the_new_pace():
     sends = sorted(slot.delay + s.delay for slot, s in zip(slots[1:], again, strict=True))
     assert sends[-1] >= 19 / 5 - 0.3
     fresh = budget.reserve(now=10.0)
-    assert fresh is not None and budget.recheck(fresh, now=10.0) == (0.0, fresh.generation)
+    again = budget.recheck(fresh, now=10.0)
+    assert fresh is not None and again is not None and (again.delay, again.generation) == (0.0, fresh.generation)
+
+
+def _drain(budget, slots, start):
+    """Each caller sleeps its slot's delay and checks again until it may send; the send times."""
+    import heapq
+
+    line = [(start + slot.delay, i, slot) for i, slot in enumerate(slots)]
+    heapq.heapify(line)
+    sends, checks = [0.0] * len(slots), 0
+    while line:
+        now, i, slot = heapq.heappop(line)
+        if slot.delay == 0:
+            sends[i] = now
+            continue
+        checks += 1
+        slot = budget.recheck(slot, now=now)
+        heapq.heappush(line, (now + slot.delay, i, slot))
+    return sends, checks
+
+
+def test_a_backlog_reserved_at_a_low_pace_drains_at_the_recovered_pace():
+    """Three halvings leave a line reserved at 150 a minute; the pace grows back from 5 s later, and
+    the line must drain at the pace of the moment, in order, not at the pace it was reserved at."""
+    budget = RequestBudget(per_minute=1200)
+    for t in (0.0, 2.0, 4.0):
+        budget.throttled(None, now=t)
+    assert budget.pace(now=4.0) == 150
+    slots = [budget.reserve(now=4.0) for _ in range(100)]
+    sends, checks = _drain(budget, slots, 4.0)
+    # At 150 a minute the last would go at 4 + 100 / 2.375 = 46 s; growing back, about 26 s.
+    assert sends[-1] < 30, sends[-1]
+    assert sends == sorted(sends)  # in the order the places were taken
+    gaps = [b - a for a, b in itertools.pairwise(sends)]
+    assert min(gaps) >= 60 / (1200 * 0.95) - 1e-9  # never faster than the ceiling
+    assert checks < 10 * len(slots)  # woken a few times each, not polled
+
+
+def test_a_pause_moves_the_whole_line_in_order():
+    budget = RequestBudget(per_minute=600 / 0.95)  # 10/s
+    slots = [budget.reserve(now=0.0) for _ in range(20)]
+    budget.pause(3.0, now=0.5)
+    sends, _ = _drain(budget, slots, 0.0)
+    assert sends == sorted(sends)
+    assert not [t for t in sends if 0.5 <= t < 3.5]  # nothing goes out during the pause
+    assert sends[-1] == pytest.approx(1.9 + 3.0)  # the line after it is as long as before, not doubled
