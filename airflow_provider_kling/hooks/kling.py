@@ -414,11 +414,12 @@ class KlingHook(BaseHook):
 
         if self._session is None:
             raise RuntimeError("use 'async with KlingHook(...) as hook' before calling async methods")
-        # The session is shared by every connection on the loop: proxy and TLS go per request.
+        # The session is shared by every connection on the loop: proxy and TLS go per request. One
+        # wall-clock bound per attempt (connect + read, cut to the deadline), like the sync path: no
+        # per-read timer, which aiohttp re-arms on every chunk received and whose cancelled handles
+        # outlive the request in the loop's timer heap (garbage promoted on every poll).
         limit = attempt_seconds(settings, call, deadline)
-        timeout = aiohttp.ClientTimeout(
-            total=limit, sock_connect=min(CONNECT_TIMEOUT, limit), sock_read=settings.read_timeout
-        )
+        timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(CONNECT_TIMEOUT, limit))
         try:
             async with self._session.request(
                 call.method,
