@@ -3,7 +3,9 @@
 ``python -m benchmarks.poll_cost``. In a fresh process with Airflow imported, status requests go out
 at 100 a second (what 1,000 triggers at 10 s ask for) in batches of 10 per loop iteration (what the
 wake-up grid of a 10 s interval makes of them), on the loop's shared session, alternately as a bare
-``session.get`` + ``json.loads`` and as the provider's poll (:func:`airflow_provider_kling.wait.apoll`:
+``session.get`` + ``json.loads``, as a raw ``asyncio.Protocol`` GET on kept-alive sockets (the
+floor under any HTTP client on this machine: the system calls and the loop's wake-ups) and as the
+provider's poll (:func:`airflow_provider_kling.wait.apoll`:
 budget, attempt bounds, parsing, the wait decision). The bare figure is what any aiohttp client pays
 here for the request itself; the difference is the provider's own work per poll.
 """
@@ -32,6 +34,13 @@ def measure() -> list[Figure]:
         )
     overhead = max(0.0, r["apoll"] - r["bare"])
     return [
+        Figure(
+            "raw asyncio GET on kept-alive sockets + json.loads, same rate and batches: CPU per request",
+            r["raw"],
+            "ms",
+            "(reported)",
+            None,
+        ),
         Figure(
             f"bare aiohttp GET + json.loads, {RATE:.0f}/s in batches of {BATCH}: CPU per request",
             r["bare"],
@@ -63,8 +72,21 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
         async def provider(i: int) -> None:
             await apoll(hook, states[i % len(states)])
 
+        loop = asyncio.get_running_loop()
+        host, port = base.split("//", 1)[1].rsplit(":", 1)
+        sockets: asyncio.Queue[_RawGet] = asyncio.Queue()
+        for _ in range(BATCH):
+            sockets.put_nowait((await loop.create_connection(_RawGet, host, int(port)))[1])
+
+        async def raw(i: int) -> None:
+            conn = await sockets.get()
+            try:
+                json.loads(await conn.get(f"/v1/videos/generations/{ids[i % len(ids)]}", host, port))
+            finally:
+                sockets.put_nowait(conn)
+
         for _ in range(ROUNDS):
-            for name, fn in (("bare", bare), ("apoll", provider)):
+            for name, fn in (("raw", raw), ("bare", bare), ("apoll", provider)):
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 tasks = []
                 for i in range(REQUESTS):
@@ -76,6 +98,40 @@ async def _child(spec: dict[str, Any]) -> dict[str, float]:
                 ms = (time.process_time() - cpu0) * 1000 / REQUESTS
                 best[name] = min(best.get(name, ms), ms)  # the quieter of the rounds
     return best
+
+
+class _RawGet(asyncio.Protocol):
+    """HTTP/1.1 GET on one kept-alive socket, no library: the floor under a client's request."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.waiter: asyncio.Future[bytes] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    async def get(self, path: str, host: str, port: str) -> bytes:
+        self.waiter = asyncio.get_running_loop().create_future()
+        request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+        self.transport.write(request.encode())  # type: ignore[attr-defined]
+        return await self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+        if not sep:
+            return
+        length = next(
+            (
+                int(v)
+                for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+                if k.lower() == b"content-length"
+            ),
+            0,
+        )
+        if len(rest) >= length and self.waiter is not None:
+            self.buffer, waiter, self.waiter = b"", self.waiter, None
+            waiter.set_result(rest[:length])
 
 
 def main(argv: list[str]) -> None:
