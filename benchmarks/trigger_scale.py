@@ -11,7 +11,8 @@ measures: it imports Airflow and runs one short wait on its own loop first (impo
 costs of that process, paid once, not per trigger), then rebuilds the N triggers from their
 ``serialize()`` output as the triggerer does and starts them all in one loop iteration (a
 triggerer restarting with N triggers). It measures its own CPU time, RSS, open sockets and
-event-loop lag (a sampler at random phases, see ``SAMPLE_PERIOD``); the simulator counts the status requests and its connections.
+event-loop lag (a sampler at random phases, see ``SAMPLE_PERIOD``); the simulator counts the status
+requests and its connections.
 
 ``--variant peer`` runs :class:`benchmarks.peer_trigger.PeerSessionPerPollTrigger` (a new aiohttp
 session per poll, the pattern of the http provider's ``HttpSensorTrigger``) the same way.
@@ -299,11 +300,10 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
     loop = asyncio.get_running_loop()
 
-    async def on_grid(step: float) -> float:
-        """Sleep to the loop clock's next multiple of ``step``; the lag of the wake-up, ms."""
-        target = math.floor(loop.time() / step + 1) * step
-        await asyncio.sleep(target - loop.time())
-        return (loop.time() - target) * 1000
+    async def sleep_to_grid(step: float) -> None:
+        """Sleep to the loop clock's next multiple of ``step`` (a step of the triggers' wake-up grid)."""
+        now = loop.time()
+        await asyncio.sleep(math.floor(now / step + 1) * step - now)
 
     async def lag_sampler() -> None:
         phase = random.Random(n)
@@ -314,7 +314,7 @@ async def _child(spec: dict[str, Any]) -> dict[str, Any]:
 
     async def monitor() -> None:
         while not stop.is_set():
-            await on_grid(0.5)
+            await sleep_to_grid(0.5)
             elapsed = time.perf_counter() - t0
             # Descriptors opened since the baseline: only sockets are opened while waiting. One
             # directory read, not a readlink per descriptor, so a process holding thousands of
