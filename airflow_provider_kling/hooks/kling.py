@@ -56,6 +56,8 @@ from airflow_provider_kling.models import KlingTask, KlingVideoRequest
 if TYPE_CHECKING:
     import aiohttp
 
+    from airflow_provider_kling.sessions import Permits
+
 #: Seconds a download may take in all (attempts and waits) when the caller gives no deadline.
 DOWNLOAD_DEADLINE = 900.0
 #: The file host refuses an expired or revoked signed URL with one of these.
@@ -106,6 +108,7 @@ class KlingHook(BaseHook):
         self._async_settings: ClientSettings | None = None
         self._session_cm: Any = None
         self._session: aiohttp.ClientSession | None = None
+        self._permits: Permits | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kling_conn_id={self.kling_conn_id!r})"
@@ -392,7 +395,8 @@ class KlingHook(BaseHook):
         # One connection lookup per loop and connection serves every trigger starting within seconds.
         self._async_settings = await shared_settings((type(self), self.kling_conn_id), self._alookup_settings)
         self._session_cm = borrow_session()
-        self._session = await self._session_cm.__aenter__()
+        shared = await self._session_cm.__aenter__()
+        self._session, self._permits = shared.session, shared.permits
         return self
 
     async def _alookup_settings(self) -> ClientSettings:
@@ -403,7 +407,7 @@ class KlingHook(BaseHook):
         return self._settings_from(conn, await get_async_extra_dejson(conn))
 
     async def __aexit__(self, *exc: object) -> None:
-        cm, self._session_cm, self._session = self._session_cm, None, None
+        cm, self._session_cm, self._session, self._permits = self._session_cm, None, None, None
         if cm is not None:
             await cm.__aexit__(*exc)
 
@@ -463,12 +467,21 @@ class KlingHook(BaseHook):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _aattempt(self, settings: ClientSettings, call: Call, deadline: float) -> Any:
-        budget = settings.budgets.bucket(call.bucket)
-        slot = slot_wait(budget, deadline, call.what)
-        while slot.delay:
-            await asyncio.sleep(slot.delay)
-            slot = slot_wait(budget, deadline, call.what, after=slot)
-        status, headers, body = await self._asend(settings, call, deadline)
+        # A free connection first, then the budget slot, then send at once: a request that passed the
+        # budget never waits in the pool, so a slow server never receives a backlog as one burst.
+        permits = self._permits
+        assert permits is not None
+        if not await permits.acquire(deadline):
+            raise KlingAPIError(f"{call.what} timed out waiting for a free connection", code="timeout")
+        try:
+            budget = settings.budgets.bucket(call.bucket)
+            slot = slot_wait(budget, deadline, call.what)
+            while slot.delay:
+                await asyncio.sleep(slot.delay)
+                slot = slot_wait(budget, deadline, call.what, after=slot)
+            status, headers, body = await self._asend(settings, call, deadline)
+        finally:
+            permits.release()
         return read_response(call, status, headers, body, settings.budgets, slot)
 
     async def aget_task(

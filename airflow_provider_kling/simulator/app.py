@@ -1,8 +1,9 @@
 """The simulator's aiohttp application: ToAPIs routes, public file routes and ``/_sim`` control routes.
 
 One middleware does what every API request shares, in this order: count and log the request,
-check the Bearer key (401), fire a queued fault, apply the optional quota (429), then run the
-route handler. ``slow`` sleeps *before* handling, so a slow create creates its task after the delay.
+check the Bearer key (401), fire a queued fault, apply the optional quota (429, counted when the
+request arrives), wait the status latency, then run the route handler. ``slow`` sleeps *before*
+handling, so a slow create creates its task after the delay.
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ async def _read_json(request: web.Request) -> Any:
     return request[BODY]
 
 
+#: Faults after which the route handler still runs (and the quota counts the request).
+_HANDLED_FAULTS = ("slow", "malformed", "drop_after_create", "trickle")
+
+
 async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimState) -> web.StreamResponse:
     language = state.config.language
     key = None
@@ -154,17 +159,21 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
             return _envelope1(401, message("auth", language))
         request[KEY_HASH] = key
     spec = state.take_fault(endpoint)
+    handled = spec is None or spec.fault in _HANDLED_FAULTS
+    if handled and key is not None and endpoint in _QUOTA and state.config.enforce_quota:
+        # Counted on arrival, like a gateway in front of a slow backend: the time a request then
+        # takes (status latency, a slow fault) never moves when it counted.
+        wait, limit, remaining = state.acquire_quota(key, _QUOTA[endpoint], time.monotonic())
+        if wait:
+            return _limited(429, wait, endpoint, language, limit=limit, remaining=remaining)
     await _network_latency(endpoint, state)
     if spec is not None and spec.fault in FILE_FAULTS:
         return await file_fault_response(request, spec)
     if spec is not None and spec.fault == "slow":
         await asyncio.sleep(spec.delay)
-    elif spec is not None and spec.fault not in ("malformed", "drop_after_create", "trickle"):
+    elif not handled:
+        assert spec is not None
         return _fault_response(request, spec, endpoint, language)
-    if key is not None and endpoint in _QUOTA and state.config.enforce_quota:
-        wait, limit, remaining = state.acquire_quota(key, _QUOTA[endpoint], time.monotonic())
-        if wait:
-            return _limited(429, wait, endpoint, language, limit=limit, remaining=remaining)
     response: web.StreamResponse = await handler(request)
     if spec is not None and spec.fault == "malformed":
         return _truncated(response)
@@ -222,7 +231,8 @@ async def simulate(request: web.Request, handler: Any) -> web.StreamResponse:
     if state.config.proxy_only and _direct(request):
         text = "proxy_only: this simulator answers only requests that come through a forward proxy"
         return _json({"error": {"code": 421, "message": text, "type": "misdirected_request"}}, 421)
-    state.note_request(endpoint, time.time())
+    arrived = time.time()
+    state.note_request(endpoint, arrived)
     body = await _read_json(request) if endpoint == "create" else None
     status: int | None = None
     retry_after: str | None = None
@@ -235,7 +245,7 @@ async def simulate(request: web.Request, handler: Any) -> web.StreamResponse:
         status = exc.status
         raise
     finally:
-        state.record(request.method, request.path, status, request.get(KEY_HASH), body, retry_after)
+        state.record(request.method, request.path, status, request.get(KEY_HASH), body, retry_after, arrived)
 
 
 # -- API routes ----------------------------------------------------------------------------

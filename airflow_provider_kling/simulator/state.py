@@ -140,10 +140,20 @@ class SimState:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
     def record(
-        self, method: str, path: str, status: int | None, key: str | None, body: Any, retry_after: str | None = None
+        self,
+        method: str,
+        path: str,
+        status: int | None,
+        key: str | None,
+        body: Any,
+        retry_after: str | None = None,
+        arrived: float | None = None,
     ) -> None:
-        """Log a finished request (``status`` None = dropped connection; ``retry_after`` as sent)."""
-        entry = {"method": method, "path": path, "status": status, "t": time.time(), "key_hash": key, "body": body}
+        """Log a finished request (``status`` None = dropped connection; ``retry_after`` as sent;
+        ``t`` when it was answered, ``arrived`` when it came in)."""
+        now = time.time()
+        entry = {"method": method, "path": path, "status": status, "t": now, "key_hash": key, "body": body}
+        entry["arrived"] = now if arrived is None else arrived
         if retry_after is not None:
             entry["retry_after"] = retry_after
         with self._lock:

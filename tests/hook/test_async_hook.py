@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import warnings
 
 import pytest
@@ -12,7 +13,7 @@ from airflow_provider_kling.api import RetryPolicy
 from airflow_provider_kling.exceptions import KlingAPIError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import TaskStatus
-from airflow_provider_kling.sessions import CONNECTION_LIMIT, session_stats
+from airflow_provider_kling.sessions import CONNECTION_LIMIT, Permits, session_stats
 from tests.conftest import submit_task
 
 
@@ -119,3 +120,56 @@ async def test_async_attempt_counts_match_the_policy(sim):
         with pytest.raises(KlingAPIError):
             await hook.aget_task("kl_any", policy=RetryPolicy.single_attempt())
     assert sim.stats()["requests"]["status"] == 4
+
+
+async def test_permits_serve_waiters_in_order_and_end_at_the_deadline():
+    permits = Permits(1)
+    now = time.time()
+    assert await permits.acquire(now + 5)
+    order: list[str] = []
+
+    async def waiter(name: str, seconds: float) -> None:
+        order.append(f"{name}:{await permits.acquire(time.time() + seconds)}")
+
+    late = asyncio.create_task(waiter("late", 0.2))
+    first = asyncio.create_task(waiter("first", 5))
+    second = asyncio.create_task(waiter("second", 5))
+    await asyncio.wait_for(late, 2)
+    assert order == ["late:False"]  # its deadline passed: no permit taken
+    assert permits.waiting == 2
+    permits.release()
+    await first
+    permits.release()
+    await second
+    assert order == ["late:False", "first:True", "second:True"]
+    permits.release()
+    assert await permits.acquire(time.time())  # every permit came back
+
+
+async def test_a_permit_handed_to_a_cancelled_waiter_is_passed_on():
+    permits = Permits(1)
+    assert await permits.acquire(time.time() + 5)
+    cancelled = asyncio.create_task(permits.acquire(time.time() + 5))
+    behind = asyncio.create_task(permits.acquire(time.time() + 5))
+    await asyncio.sleep(0)
+    permits.release()  # handed to ``cancelled``, which is cancelled before it runs again
+    cancelled.cancel()
+    assert await asyncio.wait_for(behind, 2)
+
+
+async def test_a_call_waiting_for_a_connection_ends_at_its_deadline_unsent(sim):
+    task = submit_task(business_id="kl_permits_full")
+    sim.add_fault(fault="slow", endpoint="status", count=CONNECTION_LIMIT, delay=4)
+    async with KlingHook() as hook:
+        holders = [asyncio.create_task(hook.aget_task(task.id)) for _ in range(CONNECTION_LIMIT)]
+        for _ in range(100):  # until every connection is held by a slow answer
+            if sim.stats()["requests"]["status"] >= CONNECTION_LIMIT:
+                break
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        with pytest.raises(KlingAPIError) as caught:
+            await hook.aget_task(task.id, policy=RetryPolicy.single_attempt(time.time() + 1))
+        assert caught.value.code == "timeout"
+        assert time.monotonic() - started < 2.5
+        assert sim.stats()["requests"]["status"] == CONNECTION_LIMIT  # it never reached the server
+        assert all(found.id == task.id for found in await asyncio.gather(*holders))

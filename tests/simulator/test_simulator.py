@@ -680,7 +680,7 @@ def test_control_routes_over_http(sim):
     create(sim, duration=10, client_business_id="kl_ctl")
     records = requests.get(f"{base}/_sim/requests?limit=1", timeout=5).json()["requests"]
     assert len(records) == 1 and records[0]["body"]["duration"] == 10 and records[0]["status"] == 200
-    assert set(records[0]) == {"method", "path", "status", "t", "key_hash", "body"}
+    assert set(records[0]) == {"method", "path", "status", "t", "arrived", "key_hash", "body"}
     assert (
         requests.post(f"{base}/_sim/config", json={"total_seconds": 2}, timeout=5).json()["config"]["total_seconds"]
         == 2
