@@ -8,6 +8,7 @@ import time
 import pytest
 
 from airflow_provider_kling.ratelimit import reset_budgets
+from airflow_provider_kling.sessions import CONNECTION_LIMIT
 from airflow_provider_kling.triggers.kling import KlingVideoTrigger
 from tests.conftest import connection_uri
 from tests.reliability.simulator_process import call, simulator_process
@@ -72,8 +73,9 @@ async def test_many_waits_on_one_key_respect_the_quota(quota_simulator, monkeypa
     assert stats["rate_limited"] == len(limited)
     assert len(limited) <= max(2, len(polls) // 100), f"{len(limited)} of {len(polls)} polls were rate limited"
     # Every 429 (Retry-After >= 1 s, the injected one 2 s) paused every wait on the key: after the
-    # requests already in flight when it was answered, nothing was sent in its window.
+    # requests that already had their connection and slot when it was answered (one per connection
+    # at most; on a starved machine they reach the server late), nothing was sent in its window.
     for hit in limited:
         inside = [r for r in polls if hit["t"] + 0.2 < r["t"] < hit["t"] + 0.95]
-        assert inside == [], f"{len(inside)} polls inside the Retry-After window of the 429 at {hit['t']}"
+        assert len(inside) <= CONNECTION_LIMIT, f"{len(inside)} polls inside the Retry-After window of {hit}"
     assert time.time() - started < 100
