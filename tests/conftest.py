@@ -40,6 +40,14 @@ def connection_uri(base_url: str, key: str = TEST_API_KEY, **extra: object) -> s
     return json.dumps({"conn_type": "kling", "host": base_url, "password": key, "extra": extra})
 
 
+#: The simulator's settings at the start of every test using ``sim``: the defaults, with fast timings.
+FRESH_CONFIG = {
+    name: value
+    for name, value in vars(SimulatorConfig(queued_seconds=0.3, total_seconds=1.5)).items()
+    if name != "faults"
+}
+
+
 @pytest.fixture(scope="session")
 def simulator():
     """The local ToAPIs simulator on a free loopback port (fast timings)."""
@@ -54,7 +62,7 @@ def simulator():
 def sim(simulator, monkeypatch):
     """The simulator, reset before the test, with ``kling_default`` pointing at it."""
     simulator.reset()
-    simulator.set_config(queued_seconds=0.3, total_seconds=1.5, api_keys=None)
+    simulator.set_config(**FRESH_CONFIG)  # whatever the previous test changed (latency, quota, workers...)
     reset_budgets()
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(simulator.base_url))
     return simulator

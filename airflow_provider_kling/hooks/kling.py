@@ -473,15 +473,18 @@ class KlingHook(BaseHook):
         assert permits is not None
         if not await permits.acquire(deadline):
             raise KlingAPIError(f"{call.what} timed out waiting for a free connection", code="timeout")
+        round_trip = None
         try:
             budget = settings.budgets.bucket(call.bucket)
             slot = slot_wait(budget, deadline, call.what)
             while slot.delay:
                 await asyncio.sleep(slot.delay)
                 slot = slot_wait(budget, deadline, call.what, after=slot)
+            sent = time.monotonic()
             status, headers, body = await self._asend(settings, call, deadline)
+            round_trip = time.monotonic() - sent
         finally:
-            permits.release()
+            permits.release(round_trip)  # an answer's round trip adapts how many go at once
         return read_response(call, status, headers, body, settings.budgets, slot)
 
     async def aget_task(

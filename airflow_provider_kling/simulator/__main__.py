@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--language", choices=("en", "zh"), help="language of error messages (default en)")
     add("--fault", action="append", dest="faults", help="start-up fault, e.g. rate_limit:create:3 (repeatable)")
     add("--status-latency", type=float, dest="status_latency_seconds", help="seconds every status answer takes")
+    add("--status-workers", type=int, dest="status_workers", help="status answers served at once (0 = no limit)")
     add("--proxy-only", action="store_true", default=None, help="answer only requests that come through a proxy")
     add("--certfile", type=Path, help="serve HTTPS with this PEM certificate chain")
     add("--keyfile", type=Path, help="the PEM private key of --certfile")
@@ -54,6 +55,7 @@ _CONFIG_ARGS = (
     "language",
     "faults",
     "status_latency_seconds",
+    "status_workers",
     "proxy_only",
 )
 

@@ -188,9 +188,17 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
 
 
 async def _network_latency(endpoint: str, state: SimState) -> None:
-    """``status_latency_seconds``: a slow status endpoint that holds no other request."""
-    if endpoint == "status" and state.config.status_latency_seconds > 0:
-        await asyncio.sleep(state.config.status_latency_seconds)
+    """``status_latency_seconds``: a slow status endpoint that holds no other request, or with
+    ``status_workers`` a backend serving that many at once while the others queue."""
+    config = state.config
+    if endpoint != "status" or config.status_latency_seconds <= 0:
+        return
+    if config.status_workers <= 0:
+        await asyncio.sleep(config.status_latency_seconds)
+        return
+    workers = state.status_gate(config.status_workers)
+    async with workers:
+        await asyncio.sleep(config.status_latency_seconds)
 
 
 async def _trickle(request: web.Request, response: web.StreamResponse, interval: float) -> web.StreamResponse:

@@ -42,6 +42,8 @@ class SimulatorConfig:
     :param language: ``"en"`` or ``"zh"``, the language of error messages.
     :param faults: fault specs (dicts, or CLI strings) queued at start-up.
     :param status_latency_seconds: every status answer waits this long (other requests go on).
+    :param status_workers: status answers served at once (0 = no limit): with a latency, a backend
+        whose few workers each take that long per answer while the rest queue.
     :param proxy_only: answer API and file requests only when they come through a forward proxy
         (absolute-form target, or a ``Host`` other than the address the simulator is bound to);
         a direct connection gets 421, so a client that bypasses its proxy fails loudly.
@@ -65,6 +67,7 @@ class SimulatorConfig:
     language: str = "en"
     faults: list[Any] | None = None
     status_latency_seconds: float = 0.0
+    status_workers: int = 0
     proxy_only: bool = False
 
     def __post_init__(self) -> None:
@@ -74,8 +77,8 @@ class SimulatorConfig:
             raise ValueError("need 0 <= queued_seconds <= total_seconds")
         if self.ttl_seconds < 0 or self.not_found_grace_seconds < 0 or self.initial_credits < 0:
             raise ValueError("ttl_seconds, not_found_grace_seconds and initial_credits must be >= 0")
-        if self.status_latency_seconds < 0:
-            raise ValueError("status_latency_seconds must be >= 0")
+        if self.status_latency_seconds < 0 or self.status_workers < 0:
+            raise ValueError("status_latency_seconds and status_workers must be >= 0")
         if self.language not in ("en", "zh"):
             raise ValueError("language must be 'en' or 'zh'")
         rates = [

@@ -7,6 +7,7 @@ A task's progress is derived from its creation time on every request (there is n
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import hashlib
 import threading
@@ -53,6 +54,7 @@ class SimState:
         self.started = time.time()
         self.open_connections = 0
         self.in_flight = 0
+        self._status_gate: tuple[int, asyncio.Semaphore] | None = None
         self._clear()
         for spec in self.config.faults or ():
             self.add_faults(spec)
@@ -161,6 +163,12 @@ class SimState:
             self.log.append(entry)
             if key is not None:
                 self._account(key).counters["requests"] += 1
+
+    def status_gate(self, workers: int) -> asyncio.Semaphore:
+        """The status workers (used on the server's loop only): one semaphore per worker count."""
+        if self._status_gate is None or self._status_gate[0] != workers:
+            self._status_gate = (workers, asyncio.Semaphore(workers))
+        return self._status_gate[1]
 
     def connection_change(self, delta: int) -> None:
         """Track open TCP connections (+1 on open, -1 on close)."""

@@ -1,4 +1,5 @@
-"""A server slower than the request budget's pace: what it could not take yet never reaches it as a burst.
+"""Servers slower than the loop would send: no bursts after a slow spell, no queue piled on a busy
+backend, every connection in use on a long link.
 
 Triggers on one loop share one bounded connection pool. When the server answers slower than the
 budget lets requests go (a loaded backend, a slow link), requests that already passed the budget
@@ -61,3 +62,46 @@ async def test_a_backlog_behind_a_slow_server_is_not_sent_as_a_burst(sim, monkey
     limited = [r for r in polls if r["status"] == 429]
     assert limited == [], f"{len(limited)} of {len(polls)} polls were rate limited by the server's quota"
     assert _busiest_second([r["arrived"] for r in polls]) <= PER_SECOND + 2
+
+
+def _most_at_once(records: list[dict]) -> int:
+    """The most requests the server held at once (between arrival and answer)."""
+    edges = sorted([(r["arrived"], 1) for r in records] + [(r["t"], -1) for r in records])
+    most = held = 0
+    for _, step in edges:
+        held += step
+        most = max(most, held)
+    return most
+
+
+async def _waves(sim, task_id: str, waves: int, size: int) -> list[dict]:
+    """``waves`` rounds of ``size`` concurrent status calls on one loop; the last round's log."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+    async with KlingHook() as hook:
+        for _ in range(waves):
+            started = time.time()
+            found = await asyncio.gather(*(hook.aget_task(task_id) for _ in range(size)))
+            assert all(task.id == task_id for task in found)
+    return [r for r in sim.requests() if r["path"].endswith(task_id) and r["arrived"] >= started]
+
+
+async def test_a_backend_that_serves_one_at_a_time_is_not_sent_a_queue(sim, monkeypatch):
+    """Requests a server can only queue add no throughput: the loop learns to send fewer at once."""
+    task_id = submit_task(business_id="kl_one_worker").id
+    sim.set_config(status_latency_seconds=0.01, status_workers=1)  # 100 answers a second, one at a time
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(sim.base_url, max_requests_per_minute=600_000))
+    reset_budgets()
+    last = await _waves(sim, task_id, waves=3, size=150)
+    assert len(last) == 150
+    assert _most_at_once(last) <= CONNECTION_LIMIT // 4
+
+
+async def test_a_slow_link_keeps_every_connection_busy(sim, monkeypatch):
+    """Answers slow for the same time each (a long link, not a queue) keep the whole pool in use."""
+    task_id = submit_task(business_id="kl_slow_link").id
+    sim.set_config(status_latency_seconds=0.5)
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", connection_uri(sim.base_url, max_requests_per_minute=600_000))
+    reset_budgets()
+    last = await _waves(sim, task_id, waves=3, size=2 * CONNECTION_LIMIT)
+    assert _most_at_once(last) >= CONNECTION_LIMIT - 2
