@@ -47,9 +47,9 @@ class Permits:
     loop) rather than being served. Above :data:`QUEUE_HIGH` the limit shrinks by one, never below
     ``minimum``; below :data:`QUEUE_LOW`, when the limit is what holds requests back, it grows by one,
     never above ``maximum``. Requests that would only queue add no throughput, but every one keeps its
-    objects alive long enough to reach the collector's oldest generation: on a fast server a wake-up
-    of a few hundred triggers at the full pool made the process's full collections run four times as
-    often.
+    objects alive long enough to reach the collector's oldest generation: with 5,000 waits on a fast
+    server (about 50 polls waking together) the full pool made the process's full collections run
+    four times as often (13 against 3 in one run).
 
     :param maximum: the most permits (the pool's connections); also the starting limit.
     :param minimum: the fewest permits the limit shrinks to.
