@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import functools
+import ipaddress
 import json
 import logging
 import os
@@ -267,20 +268,124 @@ def proxy_for(url: str, override: str | None = None) -> str | None:
     sync and async transports, API calls, uploads and downloads.
 
     The connection's ``proxy`` extra wins; else the standard environment (``HTTPS_PROXY`` /
-    ``HTTP_PROXY`` / ``ALL_PROXY`` by the URL's scheme, in either case, with ``NO_PROXY``).
+    ``HTTP_PROXY`` / ``ALL_PROXY`` by the URL's scheme, in either case, lowercase first, as
+    :func:`urllib.request.getproxies_environment` reads them), unless ``NO_PROXY`` lists the host
+    (see :func:`bypasses_proxy`). An environment proxy is checked only when it is chosen.
+
+    :param url: the URL about to be requested.
+    :param override: the connection's ``proxy`` extra (already checked by :func:`proxy_from_extra`).
+    :raises KlingValidationError: the environment's proxy for ``url`` is not an ``http://`` or
+        ``https://`` URL with a host and a valid port: the call must end before anything is sent.
     """
     if override:
         return override
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(url)
-    proxy = proxies.get(parts.scheme.lower()) or proxies.get("all")
+    scheme = parts.scheme.lower()
+    key = scheme if proxies.get(scheme) else "all"
+    proxy = proxies.get(key)
     if not proxy or not parts.hostname:
         return None
-    if proxies.get("no") and urllib.request.proxy_bypass_environment(  # type: ignore[attr-defined]
-        parts.netloc.rpartition("@")[2], proxies
-    ):
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:  # not a URL anything can be sent to; no port-specific entry matches it
+        port = None
+    if bypasses_proxy(parts.hostname, port, proxies.get("no", "")):
         return None
-    return proxy if "://" in proxy else f"http://{proxy}"
+    return _env_proxy_url(proxy, _env_proxy_name(f"{key}_proxy", proxy))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` sends ``host`` direct (as curl, Go and ``requests`` read it).
+
+    Entries are separated by commas and/or whitespace, in any case; ``*`` alone bypasses every
+    host. An entry may carry a port (``host:port``, ``[v6]:port``), which must then equal ``port``.
+    An IP host (v4 or v6, bracketed or not) matches an equal IP or a CIDR range of its family
+    (``10.0.0.0/8``, ``fd00::/8``), never a name. A name matches an entry equal to it or to a
+    parent domain; a leading ``.`` or ``*.`` and a trailing ``.`` are ignored (``*.corp`` and
+    ``.corp`` match ``files.corp`` and ``corp``).
+
+    :param host: the URL's host: a name, or an IP with or without brackets.
+    :param port: the URL's port: explicit, else the scheme's default (``None`` = unknown).
+    :param no_proxy: the ``NO_PROXY`` value.
+    """
+    host = host.strip().strip("[]").rstrip(".").lower()
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in no_proxy.replace(",", " ").lower().split():
+        if entry == "*":
+            return True
+        split = _no_proxy_entry(entry)
+        if split is None or (split[1] is not None and split[1] != port):
+            continue
+        name = split[0]
+        try:
+            network = ipaddress.ip_network(name, strict=False)
+        except ValueError:
+            network = None
+        if network is not None:
+            if ip is not None and ip in network:
+                return True
+            continue
+        name = (name[2:] if name.startswith("*.") else name).lstrip(".").rstrip(".")
+        if ip is None and name and (host == name or host.endswith(f".{name}")):
+            return True
+    return False
+
+
+def _no_proxy_entry(entry: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` of one ``NO_PROXY`` entry (``port`` ``None`` when it has none); ``None`` when
+    it is unusable (an unclosed bracket, a port that is not a number)."""
+    port_text: str | None
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+    else:  # a name, an IPv4 address or range, or a bare IPv6 address or range
+        host, port_text = entry, None
+    if port_text is None:
+        return host, None
+    if not (port_text.isascii() and port_text.isdigit()):
+        return None
+    return host, int(port_text)
+
+
+def _env_proxy_name(name: str, value: str) -> str:
+    """The environment variable ``value`` was read from: ``name`` (``https_proxy``, ``all_proxy``...)
+    in the case :func:`urllib.request.getproxies_environment` took it from (lowercase wins)."""
+    for candidate in (name, name.upper(), *sorted(n for n in os.environ if n.lower() == name)):
+        if os.environ.get(candidate) == value:
+            return candidate
+    return name.upper()
+
+
+def _env_proxy_url(value: str, name: str) -> str:
+    """An environment proxy as a URL (``http://`` when it has no scheme), checked like the extra.
+
+    :param value: the variable's value.
+    :param name: the variable's name, for the error.
+    :raises KlingValidationError: not an ``http://`` or ``https://`` URL with a host and a valid
+        port; names the variable and shows the value with any password masked.
+    """
+    text = value.strip()
+    url = text if "://" in text else f"http://{text}"
+    try:
+        return proxy_from_extra(url)
+    except ValueError as err:
+        shown = _mask_userinfo(url) if "://" in text else _mask_userinfo(url).partition("://")[2]
+        raise KlingValidationError(
+            f"environment variable {name}={shown!r}: {err}; only http:// and https:// proxies are "
+            "supported; set the connection's proxy extra, or list the host in NO_PROXY"
+        ) from None
 
 
 def tls_verify(override: bool | str | None = None) -> bool | str:

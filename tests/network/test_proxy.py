@@ -7,12 +7,14 @@ The simulator here answers only proxied requests (421 otherwise), so a call that
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
-from tests.network.conftest import every_path, sync_paths, trigger_path, use_connection
+from airflow_provider_kling.models import KlingVideoRequest
+from tests.network.conftest import every_path, sync_paths, trigger_event, trigger_path, use_connection
 from tests.network.proxy import ForwardProxy
 
 
@@ -102,3 +104,39 @@ def test_a_bad_proxy_extra_fails_before_any_request(sim, monkeypatch):
     with pytest.raises(KlingValidationError, match=r"extra proxy='socks5://127.0.0.1:1080': expected a proxy URL"):
         hook.get_balance()
     assert sim.stats()["requests"]["balance"] == 0
+
+
+def test_a_cidr_in_no_proxy_bypasses_the_proxy_on_both_paths(sim, monkeypatch):
+    """``NO_PROXY=127.0.0.0/8`` (Kubernetes-style CIDR): the sync hook and the trigger both go direct."""
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.0/8")
+        use_connection(monkeypatch, sim.base_url)
+        hook = KlingHook()
+        try:
+            task = hook.submit_video(KlingVideoRequest.from_kwargs(prompt="a heron at dawn"), "kl_no_proxy_cidr")
+            assert hook.get_task(task.id).id == task.id
+        finally:
+            hook.close()
+        trigger_path(task.id)
+        assert proxy.requests() == []
+    assert any(r["path"].endswith(f"/v1/videos/generations/{task.id}") for r in sim.requests())
+
+
+def test_an_unusable_env_proxy_fails_both_paths_before_any_request(sim, monkeypatch):
+    """``ALL_PROXY=socks5://...`` cannot be used: the call ends at once naming it; nothing is sent."""
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1")
+    use_connection(monkeypatch, sim.base_url)
+    hook = KlingHook()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KlingValidationError, match=r"ALL_PROXY='socks5://127.0.0.1:1'.*only http:// and https://"):
+            hook.get_task("kl_missing")
+    finally:
+        hook.close()
+    event = asyncio.run(trigger_event("kl_missing", seconds=30.0))
+    assert time.monotonic() - started < 5.0  # not retried as a transport error
+    assert event["status"] == "error", event
+    assert event["error_type"] == "KlingValidationError"
+    assert "ALL_PROXY='socks5://127.0.0.1:1'" in event["message"], event
+    assert sim.requests() == []

@@ -508,3 +508,104 @@ def test_a_pause_moves_the_whole_line_in_order():
     assert sends == sorted(sends)
     assert not [t for t in sends if 0.5 <= t < 3.5]  # nothing goes out during the pause
     assert sends[-1] == pytest.approx(1.9 + 3.0)  # the line after it is as long as before, not doubled
+
+
+# ---------------------------------------------------------------------- NO_PROXY matching, env proxies
+
+
+def _clear_proxy_env(monkeypatch) -> None:
+    for scheme in ("https", "http", "all", "no"):
+        monkeypatch.delenv(f"{scheme.upper()}_PROXY", raising=False)
+        monkeypatch.delenv(f"{scheme}_proxy", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "bypassed"),
+    [
+        ("10.0.0.0/8", "http://10.1.2.3/v1/x", True),  # IPv4 CIDR
+        ("10.0.0.0/8", "http://11.1.2.3/v1/x", False),
+        ("fd00::/8", "http://[fd00::5]:8080/v1/x", True),  # IPv6 CIDR
+        ("fd00::/8", "http://[fe80::5]/v1/x", False),
+        ("fd00::/8", "http://10.1.2.3/v1/x", False),  # another family
+        ("::1", "http://[::1]:8080/v1/x", True),  # bare IPv6
+        ("[::1]", "http://[::1]:8080/v1/x", True),  # bracketed IPv6
+        ("[::1]:8080", "http://[::1]:8080/v1/x", True),
+        ("[::1]:9090", "http://[::1]:8080/v1/x", False),
+        ("*.internal", "https://files.internal/v.mp4", True),  # curl/Go style
+        ("*.internal", "https://internal/v.mp4", True),
+        (".internal", "https://a.files.internal/v.mp4", True),
+        ("internal", "https://notinternal/v.mp4", False),
+        ("toapis.com", "https://toapis.com./v1/x", True),  # FQDN with a trailing dot
+        ("toapis.com.", "https://api.toapis.com/v1/x", True),
+        ("toapis.com:443", "https://toapis.com/v1/x", True),  # port: the scheme's default
+        ("127.0.0.1:80", "http://127.0.0.1/v1/x", True),
+        ("toapis.com:8443", "https://toapis.com/v1/x", False),
+        ("toapis.com:8443", "https://toapis.com:8443/v1/x", True),
+        ("*", "https://anything.example/v1/x", True),
+        ("example.org, *", "https://anything.example/v1/x", True),
+        ("localhost 10.0.0.0/8\tfiles.internal", "https://files.internal/v.mp4", True),  # whitespace list
+        ("localhost,\n 10.0.0.0/8", "http://10.9.9.9/v1/x", True),
+        ("LOCALHOST,Files.Internal", "https://files.internal/v.mp4", True),
+        ("0.0.1", "http://127.0.0.1/v1/x", False),  # an IP host never matches a name entry
+        ("localhost", "http://127.0.0.1/v1/x", False),
+        ("127.0.0.1", "http://localhost/v1/x", False),
+        ("10.0.0.0/8", "http://10.example/v1/x", False),
+    ],
+)
+def test_no_proxy_entries(monkeypatch, no_proxy, url, bypassed):
+    from airflow_provider_kling.api import proxy_for
+
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    assert proxy_for(url) == (None if bypassed else "http://proxy.corp:3128")
+
+
+def test_bypasses_proxy_is_a_pure_matcher():
+    from airflow_provider_kling.api import bypasses_proxy
+
+    assert bypasses_proxy("[::1]", 8080, "::1")
+    assert bypasses_proxy("::1", 8080, "[::1]:8080")
+    assert bypasses_proxy("TOAPIS.COM.", 443, "toapis.com")
+    assert bypasses_proxy("10.1.2.3", 80, "localhost, 10.0.0.0/8")
+    assert not bypasses_proxy("10.1.2.3", 80, "")
+    assert not bypasses_proxy("10.1.2.3", 80, "10.1.2.3:443")
+    assert not bypasses_proxy("files.internal", None, "files.internal:443")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "shown", "fragment"),
+    [
+        ("ALL_PROXY", "socks5://u:hunter2@127.0.0.1:1080", "'socks5://u:***@127.0.0.1:1080'", "expected a proxy"),
+        ("https_proxy", "http://proxy:notaport", "'http://proxy:notaport'", "port is not a number"),
+        ("HTTPS_PROXY", "u:hunter2@proxy:99999", "'u:***@proxy:99999'", "port is not a number"),
+    ],
+)
+def test_an_unusable_env_proxy_is_refused_naming_the_variable(monkeypatch, name, value, shown, fragment):
+    from airflow_provider_kling.api import proxy_for
+
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(KlingValidationError) as info:
+        proxy_for("https://toapis.com/v1/x")
+    message = str(info.value)
+    assert f"{name}={shown}" in message, message
+    assert fragment in message
+    assert "only http:// and https:// proxies are supported" in message
+    assert "proxy extra" in message and "NO_PROXY" in message
+    assert "hunter2" not in message
+
+
+def test_an_env_proxy_is_checked_only_when_chosen(monkeypatch):
+    from airflow_provider_kling.api import proxy_for
+
+    _clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    monkeypatch.setenv("NO_PROXY", "toapis.com")
+    assert proxy_for("https://toapis.com/v1/x") is None  # bypassed: never used, never refused
+    assert proxy_for("https://other.example/v1/x", "http://extra:1") == "http://extra:1"  # the extra wins
+    monkeypatch.setenv("HTTPS_PROXY", "http://upper:1")
+    monkeypatch.setenv("https_proxy", "https://lower:2")  # lowercase wins, as in urllib
+    assert proxy_for("https://other.example/v1/x") == "https://lower:2"
+    with pytest.raises(KlingValidationError, match=r"ALL_PROXY='socks5://127.0.0.1:1080'"):
+        proxy_for("http://other.example/v1/x")  # no http proxy: ALL_PROXY is the one chosen
