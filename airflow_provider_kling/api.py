@@ -54,6 +54,9 @@ DEFAULT_BASE_URL = "https://toapis.com"
 CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
 UPLOAD_READ_TIMEOUT = 60.0
+#: The slowest uplink an upload attempt is sized for (512 kbit/s): a 10 MB image gets 160 s to go
+#: out on top of connect and read timeouts (each block of it still has the connect timeout).
+SLOW_LINK_BYTES_PER_SECOND = 64 * 1024
 MAX_RETRY_AFTER = 600.0
 #: Wall-clock limit of a call (all its attempts and waits) when the caller gives no deadline: long
 #: enough to ride out a per-minute quota window (several ``Retry-After`` waits) and the transient
@@ -635,11 +638,14 @@ class RetryPolicy:
 
 def attempt_seconds(settings: ClientSettings, call: Call, deadline: float) -> float:
     """The wall-clock limit of one attempt: connect plus read timeout (upload: its longer read
-    timeout), cut to what is left before ``deadline`` (epoch seconds).
+    timeout, plus the time to send its file at :data:`SLOW_LINK_BYTES_PER_SECOND`), cut to what is
+    left before ``deadline`` (epoch seconds).
 
     :raises KlingAPIError: ``timeout`` when the deadline has passed (nothing is sent).
     """
-    read = max(settings.read_timeout, UPLOAD_READ_TIMEOUT) if call.upload else settings.read_timeout
+    read = settings.read_timeout
+    if call.upload:
+        read = max(read, UPLOAD_READ_TIMEOUT) + len(call.upload[1]) / SLOW_LINK_BYTES_PER_SECOND
     left = deadline - time.time()
     if left <= 0:
         raise KlingAPIError(f"{call.what} timed out (deadline passed)", code="timeout")

@@ -6,6 +6,12 @@ would hold a call for ever. Inside :func:`attempt_deadline`, every read of a res
 headers and body, through a proxy tunnel too) waits at most until the attempt's deadline, and a
 read that starts after it fails as a timeout. No thread is involved: the deadline is a context
 variable read by the session's own connection classes.
+
+Sending a request body is bounded the same way, block by block. ``requests`` sends a body with one
+``sendall`` whose timeout (the connect timeout) covers the whole body, so an upload that needs
+longer than 10 s on a slow link failed on every attempt; here each block of :data:`SEND_BLOCK`
+bytes has the socket's timeout to go out (a stalled server still fails fast) and the whole body the
+attempt's deadline.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from airflow_provider_kling.api import proxy_for, tls_verify
 
+#: Bytes of a request body sent per socket operation (each has the socket's timeout to go out).
+SEND_BLOCK = 64 * 1024
 #: ``time.monotonic()`` by which the current attempt's reads must end (``None`` = unbounded).
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("kling_attempt_deadline", default=None)
 
@@ -80,11 +88,36 @@ class _DeadlineResponse(http.client.HTTPResponse):
         super().__init__(_MakefileShim(sock), *args, **kwargs)  # type: ignore[arg-type]
 
 
-class _HTTPConnection(HTTPConnection):
+class _DeadlineSend:
+    """Request bodies sent block by block: each block within the socket's timeout (progress), the
+    whole body within the attempt's deadline."""
+
+    sock: Any
+
+    def send(self, data: Any) -> None:
+        deadline = _deadline.get()
+        sock = self.sock
+        if deadline is None or not isinstance(sock, socket.socket) or not isinstance(data, (bytes, bytearray)):
+            return super().send(data)  # type: ignore[misc, no-any-return]
+        view = memoryview(data)
+        previous = sock.gettimeout()
+        try:
+            for start in range(0, len(view), SEND_BLOCK):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the attempt's wall-clock limit passed while sending the request")
+                sock.settimeout(left if previous is None else min(previous, left))
+                sock.sendall(view[start : start + SEND_BLOCK])
+        finally:
+            sock.settimeout(previous)
+        return None
+
+
+class _HTTPConnection(_DeadlineSend, HTTPConnection):
     response_class = _DeadlineResponse
 
 
-class _HTTPSConnection(HTTPSConnection):
+class _HTTPSConnection(_DeadlineSend, HTTPSConnection):
     response_class = _DeadlineResponse
 
 
