@@ -170,8 +170,17 @@ class KlingSession(requests.Session):
         merged: Any = super().merge_environment_settings(url, proxies, stream, verify, cert)
         text = url.decode() if isinstance(url, bytes) else url or ""
         if not proxies:
-            proxy = proxy_for(text, self._proxy_override)
-            merged["proxies"] = {urlsplit(text).scheme.lower(): proxy} if proxy else {}
+            merged["proxies"] = self._proxies(text)
         if verify is None:
             merged["verify"] = tls_verify(self._verify_override)
         return merged
+
+    def rebuild_proxies(self, prepared_request: Any, proxies: Any) -> Any:
+        """A redirect (a CDN pointing at its storage) is routed by :func:`~.api.proxy_for` for the URL
+        it lands on, not by the decision made for the first URL (``requests`` keeps that one when the
+        environment is not trusted)."""
+        return super().rebuild_proxies(prepared_request, self._proxies(prepared_request.url or ""))
+
+    def _proxies(self, url: str) -> dict[str, str]:
+        proxy = proxy_for(url, self._proxy_override)
+        return {urlsplit(url).scheme.lower(): proxy} if proxy else {}

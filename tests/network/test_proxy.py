@@ -140,3 +140,66 @@ def test_an_unusable_env_proxy_fails_both_paths_before_any_request(sim, monkeypa
     assert event["error_type"] == "KlingValidationError"
     assert "ALL_PROXY='socks5://127.0.0.1:1'" in event["message"], event
     assert sim.requests() == []
+
+
+class _Redirector:
+    """A loopback server that answers every GET with a 302 to ``target`` (a CDN pointing at storage)."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+
+        location = target
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+
+    def __enter__(self) -> _Redirector:
+        import threading
+
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize("direction", ["direct_to_proxied", "proxied_to_direct"])
+def test_a_redirected_download_is_routed_by_the_host_it_lands_on(sim, monkeypatch, tmp_path, direction):
+    """A file host's redirect (CDN to storage) is routed by ``NO_PROXY`` for its own host, not by the
+    decision made for the first URL."""
+    from urllib.parse import urlsplit
+
+    from tests.conftest import submit_task, wait_terminal
+
+    use_connection(monkeypatch, sim.base_url)
+    hook = KlingHook()
+    try:
+        task = wait_terminal(hook, submit_task(business_id=f"kl_redirect_{direction}").id)
+        assert task.video_url
+        video = urlsplit(task.video_url)
+        sim_port = urlsplit(sim.base_url).port
+        direct, proxied = ("127.0.0.1", "localhost")
+        first_host, final_host = (direct, proxied) if direction == "direct_to_proxied" else (proxied, direct)
+        final = f"http://{final_host}:{sim_port}{video.path}" + (f"?{video.query}" if video.query else "")
+        with ForwardProxy() as proxy, _Redirector(final) as redirector:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            monkeypatch.setenv("NO_PROXY", direct)
+            first = f"http://{first_host}:{redirector.port}/v.mp4"
+            stored = hook.download_video(first, tmp_path / "v.mp4")
+            seen = proxy.requests()
+    finally:
+        hook.close()
+    assert stored.read_bytes()[4:8] == b"ftyp"
+    expected = [final] if direction == "direct_to_proxied" else [first]
+    assert seen == expected, seen
