@@ -531,6 +531,8 @@ def read_response(
             ) from None
     if status == 404 and call.missing_ok:
         return None
+    if 300 <= status < 400:
+        raise redirect_error(call.what, status, headers.get("Location"))
     retry_after = parse_retry_after(headers.get("Retry-After")) if status in (429, 503) else None
     if status == 429:
         limited = budgets.limited(call.bucket, headers)
@@ -539,6 +541,26 @@ def read_response(
     elif retry_after is not None:
         budgets.bucket(call.bucket).pause(retry_after)
     return _raise(error_from_response(status, body, retry_after=retry_after, what=call.what))
+
+
+def redirect_error(what: str, status: int, location: str | None) -> KlingAPIError:
+    """A redirect of an API call: the connection's host is not where the API is served (``http://``
+    behind an HTTPS-only front, another host name). API calls never follow redirects (the key would
+    go along, and a create must not be re-sent elsewhere); the error names where to point the host.
+    """
+    target = urlsplit(location or "")
+    shown = f"{target.scheme}://{target.netloc}{target.path}" if target.scheme and target.netloc else target.path
+    hint = (
+        f"set the connection's host to {target.scheme}://{target.netloc}"
+        if target.scheme in ("http", "https") and target.netloc
+        else "check the connection's host"
+    )
+    return KlingAPIError(
+        f"{what} was redirected ({status} to {shown or 'no Location'}): the API is not served at the "
+        f"connection's host; {hint}",
+        status=status,
+        code="redirect",
+    )
 
 
 def _raise(err: KlingError) -> Any:

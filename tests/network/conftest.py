@@ -118,3 +118,45 @@ def sync_paths(tmp_path: Path, business_id: str) -> dict:
     finally:
         hook.close()
     return {"uploaded": uploaded, "task": done, "video": video}
+
+
+class Redirector:
+    """A loopback server that answers every GET with a 302 and every POST with a 308 to ``target`` (a CDN
+    pointing at storage, an HTTPS-only front); :attr:`hits` lists the requests it answered."""
+
+    def __init__(self, target: str) -> None:
+        import http.server
+
+        location = target
+        hits = self.hits = []  # type: list[str]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._redirect()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._redirect()
+
+            def _redirect(self) -> None:
+                hits.append(f"{self.command} {self.path}")
+                self.send_response(302 if self.command == "GET" else 308)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+
+    def __enter__(self) -> Redirector:
+        import threading
+
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

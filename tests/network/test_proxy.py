@@ -14,7 +14,7 @@ import pytest
 from airflow_provider_kling.exceptions import KlingValidationError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.models import KlingVideoRequest
-from tests.network.conftest import every_path, sync_paths, trigger_event, trigger_path, use_connection
+from tests.network.conftest import Redirector, every_path, sync_paths, trigger_event, trigger_path, use_connection
 from tests.network.proxy import ForwardProxy
 
 
@@ -142,38 +142,6 @@ def test_an_unusable_env_proxy_fails_both_paths_before_any_request(sim, monkeypa
     assert sim.requests() == []
 
 
-class _Redirector:
-    """A loopback server that answers every GET with a 302 to ``target`` (a CDN pointing at storage)."""
-
-    def __init__(self, target: str) -> None:
-        import http.server
-
-        location = target
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(302)
-                self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._server.server_address[1]
-
-    def __enter__(self) -> _Redirector:
-        import threading
-
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.mark.parametrize("direction", ["direct_to_proxied", "proxied_to_direct"])
 def test_a_redirected_download_is_routed_by_the_host_it_lands_on(sim, monkeypatch, tmp_path, direction):
     """A file host's redirect (CDN to storage) is routed by ``NO_PROXY`` for its own host, not by the
@@ -192,7 +160,7 @@ def test_a_redirected_download_is_routed_by_the_host_it_lands_on(sim, monkeypatc
         direct, proxied = ("127.0.0.1", "localhost")
         first_host, final_host = (direct, proxied) if direction == "direct_to_proxied" else (proxied, direct)
         final = f"http://{final_host}:{sim_port}{video.path}" + (f"?{video.query}" if video.query else "")
-        with ForwardProxy() as proxy, _Redirector(final) as redirector:
+        with ForwardProxy() as proxy, Redirector(final) as redirector:
             monkeypatch.setenv("HTTP_PROXY", proxy.url)
             monkeypatch.setenv("NO_PROXY", direct)
             first = f"http://{first_host}:{redirector.port}/v.mp4"
