@@ -11,7 +11,6 @@ import dataclasses
 import email.utils
 import functools
 import ipaddress
-import json
 import logging
 import os
 import random
@@ -34,6 +33,7 @@ from airflow_provider_kling.exceptions import (
     KlingRateLimitError,
     KlingValidationError,
     error_from_response,
+    loads_json,
 )
 from airflow_provider_kling.ratelimit import (
     DEFAULT_GROUP,
@@ -522,8 +522,8 @@ def read_response(
     """
     if 200 <= status < 300:
         try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            return loads_json(body)
+        except ValueError:
             raise KlingAPIError(
                 f"{call.what} returned a malformed body ({status}, {len(body)} bytes)",
                 status=status,

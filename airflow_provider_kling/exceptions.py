@@ -107,10 +107,19 @@ class KlingSensorTimeout(KlingTimeoutError, AirflowSensorTimeout):
     """The sensor's timeout: Airflow's sensor timeout (not retried; ``soft_fail`` makes it a skip)."""
 
 
+def loads_json(body: bytes) -> Any:
+    """A response body's JSON, as RFC 8259 reads it: UTF-8 with or without a byte order mark (some
+    fronts send one), or UTF-16/32 detected from the first bytes.
+
+    :raises ValueError: not JSON (``UnicodeDecodeError`` is a ``ValueError``).
+    """
+    return json.loads(body)
+
+
 def _decode(body: bytes | str | None) -> tuple[Any, str]:
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else (body or "")
+    text = body.decode("utf-8-sig", "replace") if isinstance(body, bytes) else (body or "")
     try:
-        return json.loads(text), text
+        return (loads_json(body) if isinstance(body, bytes) else json.loads(text)), text
     except ValueError:
         return None, text
 

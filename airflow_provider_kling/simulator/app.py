@@ -136,6 +136,15 @@ def _truncated(response: web.StreamResponse) -> web.Response:
     return web.Response(status=200, body=body[: max(1, len(body) // 2)], content_type=content_type)
 
 
+def _with_bom(response: web.Response) -> web.Response:
+    """The same answer with a UTF-8 byte order mark before its JSON (``bom``), as some .NET and IIS
+    fronts send it."""
+    body = response.body if isinstance(response.body, bytes) else b""
+    return web.Response(
+        status=response.status, body=b"\xef\xbb\xbf" + body, headers={"Content-Type": "application/json; charset=utf-8"}
+    )
+
+
 async def _read_json(request: web.Request) -> Any:
     """The decoded JSON body (cached on the request), or ``None`` when it is not JSON."""
     if BODY not in request:
@@ -147,7 +156,7 @@ async def _read_json(request: web.Request) -> Any:
 
 
 #: Faults after which the route handler still runs (and the quota counts the request).
-_HANDLED_FAULTS = ("slow", "malformed", "drop_after_create", "trickle")
+_HANDLED_FAULTS = ("slow", "malformed", "drop_after_create", "trickle", "bom")
 
 
 async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimState) -> web.StreamResponse:
@@ -181,6 +190,8 @@ async def _serve(request: web.Request, handler: Any, endpoint: str, state: SimSt
         return _drop(request)
     if spec is not None and spec.fault == "trickle":
         return await _trickle(request, response, spec.delay)
+    if spec is not None and spec.fault == "bom" and isinstance(response, web.Response):
+        return _with_bom(response)
     return response
 
 

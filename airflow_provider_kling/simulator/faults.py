@@ -23,6 +23,7 @@ FAULTS: tuple[str, ...] = (
     "balance_failure",
     "late_visibility",
     "trickle",
+    "bom",  # the answer's JSON after a UTF-8 byte order mark, as some .NET and IIS fronts send it
 )
 # -- file-host faults (the public /files/... routes only) -----------------------------------
 #: ``gzip``: a complete video sent with ``Content-Encoding: gzip`` although identity was asked for;
