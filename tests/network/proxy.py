@@ -9,6 +9,7 @@ directly instead would fail loudly.
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 from urllib.parse import urlsplit
 
@@ -19,10 +20,16 @@ class ForwardProxy:
     """Run with ``with ForwardProxy(names) as proxy:``; :attr:`url` is the proxy URL.
 
     :param names: ``{"name:port": ("127.0.0.1", real_port)}`` for names that do not resolve.
+    :param auth: ``(user, password)`` the proxy requires (``Proxy-Authorization: Basic``, else 407,
+        like a corporate proxy); requests it refused are in :attr:`refused`.
     """
 
-    def __init__(self, names: dict[str, tuple[str, int]] | None = None) -> None:
+    def __init__(self, names: dict[str, tuple[str, int]] | None = None, auth: tuple[str, str] | None = None) -> None:
         self.names = dict(names or {})
+        self._expected_auth = (
+            None if auth is None else "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        )
+        self.refused: list[tuple[str, str]] = []
         self.seen: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -92,6 +99,17 @@ class ForwardProxy:
             method, target, version = request_line.split(" ", 2)
             with self._lock:
                 self.seen.append((method, target))
+            if self._expected_auth is not None and self._expected_auth != next(
+                (h.split(":", 1)[1].strip() for h in header_lines if h.lower().startswith("proxy-authorization:")), None
+            ):
+                with self._lock:
+                    self.refused.append((method, target))
+                writer.write(
+                    b'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="test"\r\n'
+                    b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                await writer.drain()
+                return
             if method == "CONNECT":
                 await self._tunnel(target, reader, writer)
             else:

@@ -83,6 +83,45 @@ def test_https_through_a_connect_tunnel_with_the_private_ca(tls_sim, pki, monkey
     assert result["video"].read_bytes()[4:8] == b"ftyp"
 
 
+#: A password that must be percent-encoded in a proxy URL.
+PROXY_USER, PROXY_PASSWORD = "kling", "p@ss:w/rd %"
+
+
+def _proxy_url_with_credentials(proxy: ForwardProxy) -> str:
+    from urllib.parse import quote
+
+    return f"http://{PROXY_USER}:{quote(PROXY_PASSWORD, safe='')}@127.0.0.1:{proxy.port}"
+
+
+@pytest.mark.parametrize("how", ["env", "extra"])
+def test_an_authenticating_proxy_gets_its_credentials_on_every_path(proxy_sim, monkeypatch, tmp_path, how):
+    """A corporate proxy answering 407 without ``Proxy-Authorization``: every path sends the
+    (percent-decoded) user and password from the proxy URL."""
+    with ForwardProxy(auth=(PROXY_USER, PROXY_PASSWORD)) as proxy:
+        url = _proxy_url_with_credentials(proxy)
+        if how == "env":
+            monkeypatch.setenv("HTTP_PROXY", url)
+            use_connection(monkeypatch, proxy_sim.base_url)
+        else:
+            use_connection(monkeypatch, proxy_sim.base_url, proxy=url)
+        result = every_path(tmp_path, f"kl_proxy_auth_{how}")
+        assert proxy.refused == []
+        _assert_every_path_proxied(proxy, result["task"].id)
+
+
+def test_an_authenticating_proxy_gets_its_credentials_in_the_connect_tunnel(tls_sim, pki, monkeypatch, tmp_path):
+    ca, _, _ = pki
+    names = {"kling.proxied:443": ("127.0.0.1", tls_sim.port)}
+    with ForwardProxy(names, auth=(PROXY_USER, PROXY_PASSWORD)) as proxy:
+        monkeypatch.setenv("HTTPS_PROXY", _proxy_url_with_credentials(proxy))
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        use_connection(monkeypatch, "https://kling.proxied")
+        result = every_path(tmp_path, "kl_proxy_auth_tls")
+        assert proxy.refused == []
+        assert set(proxy.requests("CONNECT")) == {"kling.proxied:443"}
+    assert result["video"].read_bytes()[4:8] == b"ftyp"
+
+
 def test_no_proxy_bypasses_the_proxy(sim, monkeypatch, tmp_path):
     with ForwardProxy() as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
