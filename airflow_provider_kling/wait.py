@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Default bound of every wait (the sensor and the generate operator), seconds.
 DEFAULT_TIMEOUT = 900.0
+#: The longest duration (timeout, interval, grace) a task accepts, seconds: every wait ends.
+MAX_SECONDS = 366 * 24 * 3600.0
 MIN_POLL_INTERVAL = 1.0
 #: Extra time the scheduler allows a deferral beyond the trigger's own deadline, so the trigger's
 #: readable timeout event normally arrives first.
@@ -79,10 +81,19 @@ FIRST_POLL_FROM = 0.5
 
 
 def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
-    """A duration given as seconds or a ``timedelta``, checked at DAG parse."""
+    """A duration given as seconds or a ``timedelta``, checked at DAG parse: more than ``minimum``
+    and at most :data:`MAX_SECONDS` (an infinite timeout would be a wait that never ends, and
+    Airflow's deferral timeout cannot hold it)."""
     number = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > minimum or number != number:
-        raise KlingValidationError(f"{name}={value!r}: must be a number of seconds (or a timedelta) > {minimum:g}")
+    if (
+        isinstance(number, bool)
+        or not isinstance(number, (int, float))
+        or not minimum < number <= MAX_SECONDS  # also refuses NaN and infinity
+    ):
+        raise KlingValidationError(
+            f"{name}={value!r}: must be a number of seconds (or a timedelta) > {minimum:g} and at most "
+            f"{MAX_SECONDS:g} (a year)"
+        )
     return float(number)
 
 

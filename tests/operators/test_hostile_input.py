@@ -63,6 +63,12 @@ PARSE_TIME = [
     ("timeout", {"timeout": 0}),
     ("timeout", {"timeout": timedelta(seconds=-5)}),
     ("submit_timeout", {"submit_timeout": "never"}),
+    # Waits that never end: refused at parse, not an OverflowError when deferring.
+    ("timeout", {"timeout": float("inf")}),
+    ("timeout", {"timeout": 1e30}),
+    ("timeout", {"timeout": timedelta(days=3650)}),
+    ("poll_interval", {"poll_interval": float("inf")}),
+    ("submit_timeout", {"submit_timeout": float("nan")}),
 ]
 
 
@@ -153,6 +159,10 @@ def test_sensor_bad_intervals(sim):
         KlingVideoSensor(task_id="w", kling_task_id="video_1", poke_interval=0)
     with pytest.raises(KlingValidationError, match="timeout"):
         KlingVideoSensor(task_id="w", kling_task_id="video_1", timeout=-1)
+    with pytest.raises(KlingValidationError, match=r"timeout=inf: .* at most"):
+        KlingVideoSensor(task_id="w", kling_task_id="video_1", timeout=float("inf"))
+    with pytest.raises(KlingValidationError, match="poke_interval"):
+        KlingVideoSensor(task_id="w", kling_task_id="video_1", poke_interval=float("inf"))
 
 
 def test_upload_paths(sim, tmp_path):
