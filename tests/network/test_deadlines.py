@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -14,6 +15,7 @@ from airflow_provider_kling.exceptions import KlingAPIError, KlingRateLimitError
 from airflow_provider_kling.hooks.kling import KlingHook
 from tests.conftest import submit_task
 from tests.network.conftest import trigger_event
+from tests.network.servers import LoopbackServer
 
 #: The issue's bound: a call ends by its deadline plus this.
 SLACK = 2.0
@@ -128,41 +130,14 @@ def test_retry_after_zero_or_past_waits_the_backoff_async(sim, spec):
     assert 2 <= sim.stats()["requests"]["status"] <= 4
 
 
-class _HeaderTrickler:
+class _HeaderTrickler(LoopbackServer):
     """A loopback server that answers every connection with its status line one byte every 0.5 s."""
 
-    def __init__(self) -> None:
-        import socket
-
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
-                    if self._stop.wait(0.5):
-                        break
-                    try:
-                        conn.sendall(bytes([byte]))
-                    except OSError:
-                        break
-
-    def __enter__(self) -> _HeaderTrickler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
+    def handle(self, conn: socket.socket) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n":
+            if self.stop.wait(0.5):
+                break
+            conn.sendall(bytes([byte]))
 
 
 def test_trickling_status_line_never_holds_a_sync_call_past_its_deadline(monkeypatch):

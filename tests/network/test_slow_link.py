@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.media.images import MAX_UPLOAD_BYTES
 from airflow_provider_kling.simulator.server import server_ssl_context
 from tests.network.conftest import use_connection
+from tests.network.servers import LoopbackServer
 
 CONNECT_TIMEOUT = 0.5
 RATE = 2_000_000  # bytes a second
@@ -28,74 +28,52 @@ IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES - 8)
 UPLOADED = b'{"success": true, "data": {"url": "https://files.example/in.png"}}'
 
 
-class _SlowUplink:
+class _SlowUplink(LoopbackServer):
     """A loopback server that reads each request body at ``rate`` bytes a second (``0``: reads the
     headers, then nothing) and answers like the upload endpoint."""
 
+    threaded = True
+
     def __init__(self, rate: int, tls: ssl.SSLContext | None = None) -> None:
+        super().__init__(receive_buffer=64 * 1024)
         self.rate = rate
         self.received: list[int] = []
         self._tls = tls
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # inherited by connections
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen()
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(30)
-        try:
-            if self._tls is not None:
-                conn = self._tls.wrap_socket(conn, server_side=True)
-            data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next(
-                int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"
-            )
-            got = len(body)
-            while got < length and not self._stop.is_set():
-                if not self.rate:
-                    self._stop.wait(0.1)
-                    continue
-                chunk = conn.recv(min(65536, length - got))
-                if not chunk:
-                    return
-                got += len(chunk)
-                time.sleep(len(chunk) / self.rate)
-            self.received.append(got)
-            conn.sendall(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(UPLOADED), UPLOADED)
-            )
-        except OSError:
+        if self._tls is None:
+            self._upload(conn)
             return
-        finally:
-            conn.close()
+        with self._tls.wrap_socket(conn, server_side=True) as tls_conn:  # the plain socket is detached
+            self._upload(tls_conn)
 
-    def __enter__(self) -> _SlowUplink:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
+    def _upload(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"
+        )
+        got = len(body)
+        while got < length and not self.stop.is_set():
+            if not self.rate:
+                self.stop.wait(0.1)
+                continue
+            chunk = conn.recv(min(65536, length - got))
+            if not chunk:
+                return
+            got += len(chunk)
+            time.sleep(len(chunk) / self.rate)
+        self.received.append(got)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(UPLOADED), UPLOADED)
+        )
 
 
 @pytest.fixture
