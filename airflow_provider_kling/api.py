@@ -15,6 +15,7 @@ import logging
 import os
 import random
 import ssl
+import sys
 import time
 import unicodedata
 import urllib.request
@@ -183,6 +184,25 @@ class ClientSettings:
     def api_proxy(self) -> str | None:
         """The proxy for API calls (decided once per settings object, see :func:`proxy_for`)."""
         return proxy_for(self.base_url, self.proxy)
+
+    def check_async_transport(self) -> None:
+        """Raise when the async transport (the trigger's aiohttp session) cannot reach the API from
+        this interpreter: an ``https://`` API through an ``https://`` proxy needs TLS inside TLS, which
+        asyncio only has from Python 3.11 (on 3.10 every poll would fail as a connection error).
+
+        :raises KlingValidationError: that case, with the ways out.
+        """
+        proxy = self.api_proxy
+        if sys.version_info >= (3, 11) or not proxy or not self.base_url.startswith("https://"):
+            return
+        if not proxy.lower().startswith("https://"):
+            return
+        raise KlingValidationError(
+            f"the trigger cannot reach {self.base_url} through the https:// proxy {_mask_userinfo(proxy)}: "
+            f"asyncio on Python {sys.version_info.major}.{sys.version_info.minor} cannot start TLS inside a "
+            "TLS connection (Python 3.11 can). Use an http:// proxy URL (the API's TLS still runs end to end "
+            "through the CONNECT tunnel), run the triggerer on Python 3.11 or later, or set deferrable=False"
+        )
 
     @cached_property
     def ca_verify(self) -> bool | str:

@@ -394,6 +394,7 @@ class KlingHook(BaseHook):
 
         # One connection lookup per loop and connection serves every trigger starting within seconds.
         self._async_settings = await shared_settings((type(self), self.kling_conn_id), self._alookup_settings)
+        self._async_settings.check_async_transport()
         self._session_cm = borrow_session()
         shared = await self._session_cm.__aenter__()
         self._session, self._permits = shared.session, shared.permits

@@ -260,6 +260,8 @@ class KlingGenerateVideoOperator(KlingSubmitOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         hook = KlingHook(self.kling_conn_id)
         try:
+            if self.deferrable:  # before paying: a wait the triggerer cannot run must not be started
+                hook.settings.check_async_transport()
             submission = self.submit(context, hook)
             task = submission.task
             state = WaitState(task.id, submission.client_business_id, time.time() + self.timeout_seconds)

@@ -198,6 +198,7 @@ class KlingVideoSensor(BaseSensorOperator):
         state = self._wait_state(context)
         hook = KlingHook(self.kling_conn_id)
         try:
+            hook.settings.check_async_transport()
             event = poll(hook, state)  # one attempt: a throttle or transient error defers at once
         finally:
             hook.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import threading
 from urllib.parse import urlsplit
 
@@ -22,10 +23,17 @@ class ForwardProxy:
     :param names: ``{"name:port": ("127.0.0.1", real_port)}`` for names that do not resolve.
     :param auth: ``(user, password)`` the proxy requires (``Proxy-Authorization: Basic``, else 407,
         like a corporate proxy); requests it refused are in :attr:`refused`.
+    :param tls: serve the proxy itself over TLS (an ``https://`` proxy URL).
     """
 
-    def __init__(self, names: dict[str, tuple[str, int]] | None = None, auth: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        names: dict[str, tuple[str, int]] | None = None,
+        auth: tuple[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.names = dict(names or {})
+        self._tls = tls
         self._expected_auth = (
             None if auth is None else "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         )
@@ -40,7 +48,7 @@ class ForwardProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def requests(self, method: str | None = None) -> list[str]:
         """Targets seen (of one method, e.g. ``CONNECT``), in order."""
@@ -54,7 +62,9 @@ class ForwardProxy:
 
         def run() -> None:
             asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._tls)
+            )
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
