@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import random
+import re
 import ssl
 import sys
 import time
@@ -35,6 +36,7 @@ from airflow_provider_kling.exceptions import (
     KlingValidationError,
     error_from_response,
     loads_json,
+    proxy_refusal,
 )
 from airflow_provider_kling.ratelimit import (
     DEFAULT_GROUP,
@@ -713,11 +715,31 @@ def slot_wait(budget: RequestBudget, deadline: float, what: str, *, after: Slot 
     return slot
 
 
+#: How ``http.client`` reports a proxy's answer to CONNECT other than 200 (under ``requests``'
+#: ``ProxyError``); aiohttp gives it as ``ClientHttpProxyError.status``.
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})")
+
+
+def tunnel_status(err: BaseException) -> int | None:
+    """The status a proxy answered a CONNECT with, from either transport's error; ``None`` if none."""
+    if type(err).__name__ == "ClientHttpProxyError":
+        status = getattr(err, "status", None)
+        return status if isinstance(status, int) else None
+    if "ProxyError" in type(err).__name__:
+        found = _TUNNEL_REFUSED.search(str(err))
+        return int(found.group(1)) if found else None
+    return None
+
+
 def transport_error(what: str, err: BaseException, timed_out: bool = False) -> KlingAPIError:
-    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL).
+    """A connection error or timeout as a retryable :class:`KlingAPIError` (type only, no URL); a
+    proxy's refusal of the tunnel as :func:`~.exceptions.proxy_refusal` (final unless a 5xx).
 
     :param timed_out: the attempt's wall-clock limit had passed (whatever the library called it).
     """
+    status = tunnel_status(err)
+    if status is not None:
+        return proxy_refusal(what, status)
     timed_out = timed_out or "timeout" in type(err).__name__.lower() or isinstance(err, TimeoutError)
     code = "timeout" if timed_out else "connection_error"
     kind = "timed out" if timed_out else f"connection failed ({type(err).__name__})"

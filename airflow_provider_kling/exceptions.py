@@ -164,6 +164,8 @@ def error_from_response(
     detail = f"{what} failed ({status}" + (f", {code}" if code and code != str(status) else "") + ")"
     if message:
         detail += f": {message}"
+    if status == 407:
+        return proxy_refusal(what, status)
     if status in (401, 403):
         return KlingAuthError(
             f"authentication failed ({status}): {message or 'invalid API key'}", status=status, code=code
@@ -179,6 +181,20 @@ def error_from_response(
     if status in (400, 422):
         return KlingRequestValidationError(detail, status=status, code=code or etype)
     return KlingAPIError(detail, status=status, code=code or etype, retry_after=retry_after)
+
+
+def proxy_refusal(what: str, status: int) -> KlingAPIError:
+    """A proxy's refusal to carry a call (407, or a 4xx answer to its CONNECT): configuration, so it
+    is final (never retried as a connection error); a proxy's 5xx stays transient."""
+    if status == 407:
+        return KlingAPIError(
+            f"{what} refused by the proxy (407 Proxy Authentication Required): give the proxy's user and "
+            "password in its URL (http://user:password@host:port, in the proxy extra or HTTPS_PROXY)",
+            status=407,
+            code="proxy_auth_required",
+        )
+    kind = "proxy_refused" if status < 500 else "proxy_error"
+    return KlingAPIError(f"{what} refused by the proxy ({status})", status=status, code=kind)
 
 
 class KlingVideoExpiredError(KlingAPIError):

@@ -283,3 +283,37 @@ def test_a_deferrable_generation_through_an_https_proxy_pays_only_if_the_trigger
         assert dags.states(run) == {"gen": "failed"}
         assert dags.failures() == ["KlingValidationError"]
         assert proxy.requests() == [] and tls_sim.stats()["requests"]["total"] == 0
+
+
+@pytest.mark.parametrize("api", ["http", "https"])
+def test_a_proxy_refusing_the_credentials_fails_every_path_at_once(api, proxy_sim, tls_sim, pki, monkeypatch):
+    """407 from the proxy (as the answer, or to the CONNECT of an https:// API) is configuration: one
+    request, no retries as a connection error, and the message says what to set."""
+    from airflow_provider_kling.exceptions import KlingAPIError
+
+    ca, _, _ = pki
+    names = {"kling.proxied:443": ("127.0.0.1", tls_sim.port)}
+    with ForwardProxy(names, auth=(PROXY_USER, PROXY_PASSWORD)) as proxy:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))
+        monkeypatch.setenv(
+            "HTTPS_PROXY" if api == "https" else "HTTP_PROXY", f"http://{PROXY_USER}:wrong@127.0.0.1:{proxy.port}"
+        )
+        use_connection(monkeypatch, proxy_sim.base_url if api == "http" else "https://kling.proxied")
+        hook = KlingHook()
+        try:
+            for call in (
+                hook.get_balance,
+                lambda: hook.submit_video(KlingVideoRequest.from_kwargs(prompt="p"), "kl_407"),
+            ):
+                before = len(proxy.refused)
+                with pytest.raises(KlingAPIError) as info:
+                    call()
+                assert info.value.code == "proxy_auth_required", info.value
+                assert "user and password" in str(info.value)
+                assert len(proxy.refused) == before + 1  # not retried
+        finally:
+            hook.close()
+        before = len(proxy.refused)
+        event = asyncio.run(trigger_event("kl_407", seconds=30.0))
+        assert event["status"] == "error" and event["error_code"] == "proxy_auth_required", event
+        assert len(proxy.refused) == before + 1
