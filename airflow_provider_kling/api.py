@@ -294,7 +294,7 @@ def proxy_for(url: str, override: str | None = None) -> str | None:
 
     The connection's ``proxy`` extra wins; else the standard environment (``HTTPS_PROXY`` /
     ``HTTP_PROXY`` / ``ALL_PROXY`` by the URL's scheme, in either case, lowercase first, as
-    :func:`urllib.request.getproxies_environment` reads them), unless ``NO_PROXY`` lists the host
+    ``urllib.request.getproxies_environment()`` reads them), unless ``NO_PROXY`` lists the host
     (see :func:`bypasses_proxy`). An environment proxy is checked only when it is chosen.
 
     :param url: the URL about to be requested.
@@ -386,7 +386,7 @@ def _no_proxy_entry(entry: str) -> tuple[str, int | None] | None:
 
 def _env_proxy_name(name: str, value: str) -> str:
     """The environment variable ``value`` was read from: ``name`` (``https_proxy``, ``all_proxy``...)
-    in the case :func:`urllib.request.getproxies_environment` took it from (lowercase wins)."""
+    in the case ``urllib.request.getproxies_environment()`` took it from (lowercase wins)."""
     for candidate in (name, name.upper(), *sorted(n for n in os.environ if n.lower() == name)):
         if os.environ.get(candidate) == value:
             return candidate
