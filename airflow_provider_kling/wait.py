@@ -222,12 +222,13 @@ class WaitState:
         delay = max(jittered(interval), self.retry_after or 0.0)
         return max(0.0, min(delay, self.remaining()))
 
-    def timeout_event(self) -> dict[str, Any]:
+    def timeout_event(self, detail: str = "") -> dict[str, Any]:
+        """The ``timeout`` event (``detail`` says why, when not the generation's own length)."""
         progress = f" (last status {self.last_task.status.value}, {self.last_task.progress}%)" if self.last_task else ""
         reason = " while rate limited" if self.throttled else ""
         return self.event(
             EventStatus.TIMEOUT,
-            f"Kling task {self.kling_task_id} timed out{progress}{reason}; "
+            f"Kling task {self.kling_task_id} timed out{progress}{reason}{detail}; "
             "the generation keeps running remotely and a retry resumes it",
             "timeout",
         )
