@@ -448,7 +448,9 @@ def base_url_from(host: str | None, port: int | None = None, schema: str | None 
     """The API base URL for a connection's ``host`` (``https://toapis.com`` when empty).
 
     A host may carry a scheme and port; without a scheme it means ``https://`` unless ``schema`` is
-    ``http``. A separate ``port`` is appended when the host has none.
+    ``http``. A separate ``port`` is appended when the host has none. A trailing ``/v1``, or ``/v1``
+    and an endpoint (``https://toapis.com/v1/videos/generations`` pasted from the API docs), is
+    dropped: the provider adds the API's paths itself.
     """
     text = (host or "").strip()
     if not text:
@@ -470,10 +472,13 @@ def base_url_from(host: str | None, port: int | None = None, schema: str | None 
     netloc = parts.netloc
     if port and not has_port:
         netloc = f"{netloc}:{int(port)}"
-    path = parts.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[: -len("/v1")]
+    # "/v1" and an endpoint pasted from the API docs are the provider's to add, not the host's.
+    path = _API_PATH.sub("", parts.path.rstrip("/"))
     return f"{parts.scheme.lower()}://{netloc}{path}"
+
+
+#: The API's own path at the end of a host: ``/v1``, or ``/v1`` and one of its endpoints.
+_API_PATH = re.compile(r"/v1(/(videos/generations(/[^/]*)?|balance|user/balance|uploads/images))?$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,12 @@ from airflow_provider_kling.ratelimit import RequestBudget
         ("http://127.0.0.1:8765", None, None, "http://127.0.0.1:8765"),
         ("http://127.0.0.1:8765/", None, None, "http://127.0.0.1:8765"),
         ("https://toapis.com/v1", None, None, "https://toapis.com"),
+        # An endpoint pasted from the API docs: the provider adds the API's paths itself.
+        ("https://toapis.com/v1/videos/generations", None, None, "https://toapis.com"),
+        ("https://toapis.com/v1/videos/generations/video_01J9/", None, None, "https://toapis.com"),
+        ("https://toapis.com/V1/Balance", None, None, "https://toapis.com"),
+        ("http://10.0.0.5:8080/kling/v1/uploads/images", None, None, "http://10.0.0.5:8080/kling"),
+        ("https://gw.example/api/v1/kling", None, None, "https://gw.example/api/v1/kling"),
         ("127.0.0.1", 8765, "http", "http://127.0.0.1:8765"),
         ("127.0.0.1", 8765, None, "https://127.0.0.1:8765"),
         ("api.example.com", None, "https", "https://api.example.com"),
