@@ -3,7 +3,7 @@
 ``requests`` sends a body with one ``sendall`` whose timeout (the connect timeout) covers the whole
 body, so a 10 MB image on an uplink under ~1 MB/s failed on every attempt. The stub here reads the
 body at a set rate from a small receive buffer, like a slow uplink; the connect timeout is cut to
-0.5 s so a few MB at 2 MB/s show it in seconds (the client's send buffer holds at most 4 MB here).
+1 s, so 10 MB at 2 MB/s (about 5 s) shows it (the client's send buffer holds at most 4 MB here).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from airflow_provider_kling.simulator.server import server_ssl_context
 from tests.network.conftest import use_connection
 from tests.network.servers import LoopbackServer
 
-CONNECT_TIMEOUT = 0.5
+CONNECT_TIMEOUT = 1.0
 RATE = 2_000_000  # bytes a second
 IMAGE = b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD_BYTES - 8)
 UPLOADED = b'{"success": true, "data": {"url": "https://files.example/in.png"}}'
