@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_kling.assets import asset_extra, emit_asset_events
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links import OUTPUT_PATH_XCOM_KEY, VIDEO_URL_XCOM_KEY
-from airflow_provider_kling.media import Location, resolve_location
+from airflow_provider_kling.media import Location
+from airflow_provider_kling.media.storage import output_file
 from airflow_provider_kling.models import is_plain_literal, unresolved
 
 if TYPE_CHECKING:
@@ -21,16 +22,17 @@ if TYPE_CHECKING:
 
 
 def check_output_path(value: Any, *, at_parse: bool = False) -> Location | None:
-    """Resolve ``output_path`` without I/O (``None`` when not given).
+    """Resolve ``output_path`` (``None`` when not given): a file to write, never a folder.
 
-    :param at_parse: check only what is known at DAG parse (skip Jinja and run-time values).
-    :raises KlingValidationError: not a path, unknown scheme, or no filesystem for it.
+    :param at_parse: check only what is known at DAG parse (skip Jinja and run-time values, and the
+        local disk, which is the worker's).
+    :raises KlingValidationError: see :func:`~airflow_provider_kling.media.storage.output_file`.
     """
     if value is None:
         return None
     if at_parse and (unresolved(value) or not (is_plain_literal(value) or hasattr(value, "fs"))):
         return None
-    return resolve_location(value, "output_path")
+    return output_file(value, "output_path", look=not at_parse)
 
 
 def push_pending_link(context: Mapping[str, Any]) -> None:

@@ -49,7 +49,7 @@ from airflow_provider_kling.media.images import (  # noqa: F401 (re-exported)
     sniff_image_type,
 )
 from airflow_provider_kling.media.mp4 import CorruptVideoError
-from airflow_provider_kling.media.storage import resolve_location, staged_file
+from airflow_provider_kling.media.storage import output_file, staged_file
 from airflow_provider_kling.media.video import StoredVideo, UnsupportedEncodingError, finish_download
 from airflow_provider_kling.models import KlingTask, KlingVideoRequest
 
@@ -323,7 +323,7 @@ class KlingHook(BaseHook):
         :raises KlingAPIError: the download kept failing or kept arriving incomplete.
         """
         url, expires_at = _video_source(source)
-        location = resolve_location(path, "output_path")
+        location = output_file(path, "output_path")
         if expires_at is not None and datetime.now(timezone.utc) >= expires_at:
             raise KlingVideoExpiredError(
                 f"the video URL expired at {expires_at.isoformat()}; generate the video again",

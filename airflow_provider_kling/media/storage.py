@@ -74,7 +74,8 @@ def resolve_location(value: Any, field: str) -> Location:
         raise KlingValidationError(f"{field}={value!r}: expected a local path or a URI such as s3://conn_id@bucket/key")
     match = _SCHEME.match(value)
     if match is None:
-        return Location(str(Path(value)), local=Path(value))
+        local = Path(value).expanduser()  # "~/videos/a.mp4" is the worker's home, not a folder named "~"
+        return Location(str(local), local=local)
     scheme = match.group(1).lower()
     if scheme in _LOCAL_PROTOCOLS or _airflow_has_fs(scheme):
         from airflow_provider_kling.compat import object_storage_path
@@ -87,6 +88,24 @@ def resolve_location(value: Any, field: str) -> Location:
             "registers it, e.g. apache-airflow-providers-amazon for s3://)"
         )
     return _from_fsspec(value, scheme, field)
+
+
+def output_file(value: Any, field: str, *, look: bool = True) -> Location:
+    """:func:`resolve_location` of a file to write: never a folder (a trailing ``/``, or with
+    ``look`` an existing local directory), which would fail only after the download.
+
+    :raises KlingValidationError: as :func:`resolve_location`, or a folder (the message suggests a
+        file name).
+    """
+    location = resolve_location(value, field)
+    text = str(value)
+    if text.endswith(("/", os.sep)) or (look and location.local is not None and location.local.is_dir()):
+        folder = text.rstrip("/" + os.sep)
+        raise KlingValidationError(
+            f"{field}={text!r} is a folder: give the file to write, e.g. "
+            f"{folder}/{{{{ ti.task_id }}}}_{{{{ ti.map_index }}}}.mp4"
+        )
+    return location
 
 
 def _airflow_has_fs(scheme: str) -> bool:

@@ -133,6 +133,57 @@ def test_rendered_output_path_checked_before_any_request(dags, sim, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
+def test_home_relative_paths_are_the_workers_home(dags, sim, tmp_path, monkeypatch):
+    """``~/…`` in ``output_path`` and ``image_paths`` is the worker's home, never a folder named ``~``
+    in whatever directory the task runs in."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    (home / "frames").mkdir(parents=True)
+    cwd.mkdir()
+    (home / "frames" / "first.png").write_bytes((FRAMES / "first_frame.png").read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    with make_dag("m_home_paths") as dag:
+        KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="p",
+            image_paths=["~/frames/first.png"],
+            output_path="~/videos/{{ ti.task_id }}.mp4",
+            poll_interval=1,
+            timeout=60,
+        )
+    run = dags.run(dag)
+    assert dags.states(run) == {"gen": "success"}
+    assert (home / "videos" / "gen.mp4").read_bytes() == SAMPLE
+    assert dags.xcom(run, "gen")["output_path"] == str(home / "videos" / "gen.mp4")
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("trailing", ["", "/"])
+def test_a_folder_as_output_path_fails_before_paying(dags, sim, tmp_path, trailing):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    with make_dag(f"m_folder_output{len(trailing)}") as dag:
+        KlingGenerateVideoOperator(
+            task_id="gen",
+            prompt="p",
+            output_path="{{ params.folder }}" + trailing,
+            params={"folder": str(folder)},
+            poll_interval=1,
+            timeout=60,
+            retries=2,
+            **FAST,
+        )
+    run = dags.run(dag)
+    assert dags.states(run) == {"gen": "failed"} and dags.tries(run, "gen") == 1
+    assert sim.stats()["requests"]["total"] == 0  # nothing paid, nothing downloaded
+    assert list(folder.iterdir()) == []
+
+
+def test_a_folder_as_output_path_is_refused_at_parse_when_it_says_so():
+    with pytest.raises(KlingValidationError, match=r"output_path='/data/videos/' is a folder.*\{\{ ti.task_id \}\}"):
+        KlingGenerateVideoOperator(task_id="g", prompt="p", output_path="/data/videos/")
+
+
 def test_output_path_checked_at_parse():
     with pytest.raises(KlingValidationError, match=r"output_path='nosuchscheme://b/k.mp4'.*no filesystem"):
         KlingGenerateVideoOperator(task_id="g", prompt="p", output_path="nosuchscheme://b/k.mp4")
