@@ -92,7 +92,7 @@ def seconds(name: str, value: float | timedelta, minimum: float = 0.0) -> float:
     ):
         raise KlingValidationError(
             f"{name}={value!r}: must be a number of seconds (or a timedelta) > {minimum:g} and at most "
-            f"{MAX_SECONDS:g} (a year)"
+            f"{MAX_SECONDS:.0f} (366 days)"
         )
     return float(number)
 
