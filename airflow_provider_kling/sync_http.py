@@ -49,6 +49,18 @@ def attempt_deadline(seconds: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def _operation_timeout(deadline: float, previous: float | None, doing: str) -> float:
+    """The socket timeout for one operation: its own (``previous``), cut to what is left before the
+    attempt's ``deadline`` (``time.monotonic()``).
+
+    :raises TimeoutError: the deadline has passed.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError(f"the attempt's wall-clock limit passed{doing}")
+    return left if previous is None else min(previous, left)
+
+
 class _DeadlineIO(socket.SocketIO):
     """A socket reader whose every read waits at most until the attempt's deadline."""
 
@@ -56,12 +68,9 @@ class _DeadlineIO(socket.SocketIO):
         deadline = _deadline.get()
         if deadline is None:
             return super().readinto(b)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the attempt's wall-clock limit passed")
         sock = self._sock  # type: ignore[attr-defined]
         previous = sock.gettimeout()
-        sock.settimeout(left if previous is None else min(previous, left))
+        sock.settimeout(_operation_timeout(deadline, previous, ""))
         try:
             return super().readinto(b)
         finally:
@@ -103,10 +112,7 @@ class _DeadlineSend:
         previous = sock.gettimeout()
         try:
             for start in range(0, len(view), SEND_BLOCK):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the attempt's wall-clock limit passed while sending the request")
-                sock.settimeout(left if previous is None else min(previous, left))
+                sock.settimeout(_operation_timeout(deadline, previous, " while sending the request"))
                 sock.sendall(view[start : start + SEND_BLOCK])
         finally:
             sock.settimeout(previous)
